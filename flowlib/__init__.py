@@ -1,0 +1,26 @@
+"""flowlib: invertible layers, flow models, bottleneck auto-encoders and a lossless compressor, for the book
+"Flows & Bottlenecks".
+
+Subpackages: :mod:`flowlib.transforms` (the invertible-layer contract and layers), :mod:`flowlib.distributions`,
+:mod:`flowlib.models`, :mod:`flowlib.coding` (rANS); modules :mod:`flowlib.data`, :mod:`flowlib.scale`,
+:mod:`flowlib.train`, :mod:`flowlib.metrics`, :mod:`flowlib.plot`. ``flowlib.compress`` / ``flowlib.decompress``
+turn uint8 images into bytes and back with a trained Integer Discrete Flow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+__all__ = ["__version__", "compress", "decompress"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported lazily so that `import flowlib` stays cheap; `flowlib.compress(...)` is the function, while
+    # `python -m flowlib.compress` still runs the module's command line.
+    if name in ("compress", "decompress"):
+        import importlib
+
+        module = importlib.import_module("flowlib.compress")
+        return getattr(module, name)
+    raise AttributeError(f"module 'flowlib' has no attribute {name!r}")
