@@ -24,10 +24,10 @@ book: $(STAMP)
 	$(BIN)/jupyter-book build . $(BOOK_FLAGS)
 	@echo "Book built: $(CURDIR)/_build/html/index.html"
 
-## test: unit tests and every notebook under nbval at the quick scale, then the book build
+## test: unit tests, the docstring examples, every notebook under nbval at the quick scale, then the book build
 test: $(STAMP)
 	FLOWLIB_SCALE=$${FLOWLIB_SCALE:-quick} MPLBACKEND=Agg $(BIN)/python -m pytest -p no:cacheprovider \
-		--nbval-lax --nbval-current-env tests $(NOTEBOOKS); \
+		--doctest-modules --nbval-lax --nbval-current-env tests flowlib $(NOTEBOOKS); \
 	status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: the test suite is missing" >&2; exit 1; fi; \
 	exit $$status
