@@ -1,0 +1,531 @@
+"""rANS: range asymmetric numeral systems, a stack-like entropy coder with 64-bit state and 32-bit words.
+
+References:
+    Duda, "Asymmetric numeral systems: entropy coding combining speed of Huffman coding with compression rate of
+    arithmetic coding", 2013, https://arxiv.org/abs/1311.2540.
+    Townsend, "A tutorial on the range variant of asymmetric numeral systems", 2020,
+    https://arxiv.org/abs/2001.09186 (the push/pop maps below and the overhead bound used in the tests).
+    Giesen, "Interleaved entropy coders", 2014, https://arxiv.org/abs/1402.3392 (the lanes of :class:`VectorRANS`).
+
+A probability is an integer frequency out of ``2**precision``. A symbol with frequency ``f`` owns the slots
+``[start, start + f)`` of ``[0, 2**precision)``, where ``start`` is the sum of the frequencies before it; the
+table ``cdf`` of a ``K``-symbol alphabet has ``K + 1`` entries, ``cdf[0] = 0`` and ``cdf[K] = 2**precision``.
+
+The coder keeps an integer state ``x`` and a stack of 32-bit words. Between operations ``x`` lies in
+``[L, L * 2**32)`` with ``L = 2**31`` (``RANS_LOWER_BOUND``), so it fits in 64 bits. With ``p = precision``:
+
+* push (encode) a symbol ``(start, f)``:
+  1. renormalise: if ``x >= f * 2**(63 - p)``, move the low 32 bits of ``x`` onto the stack, ``x >>= 32``;
+  2. encode: ``x = (x // f) * 2**p + x % f + start``.
+* pop (decode):
+  1. ``slot = x % 2**p``; the symbol is the one whose slots contain ``slot``;
+  2. ``x = f * (x // 2**p) + slot - start``, which undoes step 2 of push;
+  3. renormalise: if ``x < L``, ``x = x * 2**32 + (the word on top of the stack)``, which undoes step 1.
+
+Push step 1 moves a word exactly when step 2 would otherwise reach ``L * 2**32 = 2**63``; after the move
+``x >= f * 2**(31 - p)``, so step 2 lands at or above ``L`` again. Each push grows ``log2 x`` by ``log2(2**p / f)``
+bits up to ``-log2(1 - 2**(p - 31))`` (Townsend 2020), so the stream costs the information content of the
+quantised table, a tiny rounding term per symbol, and the words that store the final state.
+
+Start state and serialised format (shared by both coders; all numbers little-endian):
+
+* every lane starts at ``x = L``, which the decoder knows, so a finished decode must end there
+  (``check_finished`` tests it: a cheap integrity check);
+* ``to_bytes`` writes: the number ``A`` of lanes that are not in the start state (LEB128 varint; lanes ``>= A``
+  write nothing); the byte length (4..8) of the state of each lane ``< A``, as 4-bit numbers ``length - 4``
+  packed two per byte; those states (little-endian, ``length`` bytes each); then the stack, bottom first.
+* a final state ``x`` carries ``log2(x / L)`` bits of the message (about 2 bytes on average) but takes
+  ``ceil(log2(x + 1) / 8)`` bytes plus half a byte of length: about 5 bytes of overhead per lane that received
+  symbols, none for lanes that did not (measured in ``benchmarks/rans.py``). Short messages should use few lanes.
+  (Starting below ``L`` would not help much: pushes from a small state round badly, up to ``precision`` bits.)
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+__all__ = [
+    "MAX_PRECISION",
+    "MIN_PRECISION",
+    "RANS_LOWER_BOUND",
+    "WORD_BITS",
+    "CorruptStreamError",
+    "ScalarRANS",
+    "VectorRANS",
+]
+
+RANS_LOWER_BOUND = 1 << 31  # L: the state lies in [L, L * 2**32) between operations
+WORD_BITS = 32  # the coder moves 32-bit words between the state and the stack
+MIN_PRECISION = 8
+MAX_PRECISION = 24
+_WORD_MASK = (1 << WORD_BITS) - 1
+_STATE_BITS = 64
+
+
+class CorruptStreamError(ValueError):
+    """Raised when a compressed stream is truncated or corrupt, or was decoded with other tables or settings."""
+
+
+def _check_precision(precision: int) -> int:
+    if not isinstance(precision, (int, np.integer)) or not MIN_PRECISION <= precision <= MAX_PRECISION:
+        raise ValueError(
+            f"precision must be an integer number of bits in [{MIN_PRECISION}, {MAX_PRECISION}], got {precision!r}"
+        )
+    return int(precision)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Serialisation shared by both coders
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _write_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _read_varint(data: bytes) -> tuple[int, int]:
+    value = 0
+    for index in range(min(len(data), 4)):
+        value |= (data[index] & 0x7F) << (7 * index)
+        if not data[index] & 0x80:
+            return value, index + 1
+    raise CorruptStreamError(
+        "the stream header is truncated or corrupt (bad lane count); the data is not an rANS stream"
+    )
+
+
+def _state_sizes(states: np.ndarray) -> np.ndarray:
+    """Bytes needed to store each state (4..8; states are in [2**31, 2**63))."""
+    return 4 + (states[:, None] >> np.array([32, 40, 48, 56], dtype=np.uint64) > 0).sum(axis=1)
+
+
+def _serialise(states: np.ndarray, stack: np.ndarray) -> bytes:
+    """``states`` (num_lanes,) uint64 and ``stack`` (W,) uint32 -> bytes in the format of the module docstring."""
+    active = np.flatnonzero(states != RANS_LOWER_BOUND)
+    num_active = int(active[-1]) + 1 if active.size else 0
+    states = states[:num_active]
+    sizes = _state_sizes(states)
+    nibbles = np.zeros(num_active + num_active % 2, dtype=np.uint8)
+    nibbles[:num_active] = sizes - 4
+    lengths = nibbles[0::2] | (nibbles[1::2] << 4)  # two lanes per byte, the first in the low half
+    state_bytes = states.astype("<u8").view(np.uint8).reshape(num_active, 8)[np.arange(8) < sizes[:, None]]
+    return _write_varint(num_active) + lengths.tobytes() + state_bytes.tobytes() + stack.astype("<u4").tobytes()
+
+
+def _deserialise(data: bytes, num_lanes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`_serialise`: ``(states (num_lanes,) uint64, stack (W,) uint32)``."""
+    data = bytes(data)
+    num_active, offset = _read_varint(data)
+    if num_active > num_lanes:
+        raise CorruptStreamError(
+            f"the stream holds {num_active} lanes but the coder has {num_lanes}; decode with the num_lanes used to "
+            "encode (or the data is corrupt)"
+        )
+    num_length_bytes = (num_active + 1) // 2
+    lengths = np.frombuffer(data[offset : offset + num_length_bytes], dtype=np.uint8)
+    nibbles = np.stack([lengths & 15, lengths >> 4], axis=1).reshape(-1)
+    sizes = 4 + nibbles[:num_active].astype(np.int64)
+    offset += num_length_bytes
+    end = offset + int(sizes.sum())
+    if len(lengths) < num_length_bytes or end > len(data):
+        raise CorruptStreamError("the stream is truncated: it ends inside the stored lane states")
+    if (nibbles[:num_active] > 4).any() or nibbles[num_active:].any():
+        raise CorruptStreamError("the stream is corrupt: a stored lane state has an impossible length")
+    present = np.arange(8) < sizes[:, None]
+    state_bytes = np.zeros((num_active, 8), dtype=np.uint8)
+    state_bytes[present] = np.frombuffer(data[offset:end], dtype=np.uint8)
+    stored = state_bytes.view("<u8").reshape(num_active).astype(np.uint64)
+    if (stored < RANS_LOWER_BOUND).any() or (stored >> np.uint64(63)).any() or (_state_sizes(stored) != sizes).any():
+        raise CorruptStreamError("the stream is corrupt: a stored lane state is outside [2**31, 2**63) or mis-sized")
+    states = np.full(num_lanes, RANS_LOWER_BOUND, dtype=np.uint64)
+    states[:num_active] = stored
+    if (len(data) - end) % 4:
+        raise CorruptStreamError(
+            f"the stream is {len(data)} bytes, not a whole number of 32-bit words after its header: it was truncated"
+        )
+    return states, np.frombuffer(data, dtype="<u4", offset=end).astype(np.uint32)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Scalar reference coder
+# --------------------------------------------------------------------------------------------------------------
+
+
+class ScalarRANS:
+    """A readable rANS coder on Python integers: one state, one stack of 32-bit words.
+
+    Invariant: between operations ``RANS_LOWER_BOUND <= state < RANS_LOWER_BOUND * 2**32``. Push and pop are
+    exact inverses, so symbols come back in the reverse order of pushing (a stack).
+
+    Arguments:
+        precision: bits of the probability tables, 8..24; a frequency ``f`` means probability ``f / 2**precision``.
+
+    Example:
+        >>> coder = ScalarRANS(precision=8)
+        >>> cdf = [0, 64, 192, 256]  # P = 1/4, 1/2, 1/4
+        >>> for symbol in [2, 0, 1]:
+        ...     coder.push_symbol(symbol, cdf)
+        >>> [coder.pop(cdf) for _ in range(3)]
+        [1, 0, 2]
+        >>> coder.check_finished()
+    """
+
+    def __init__(self, precision: int = 16) -> None:
+        self.precision = _check_precision(precision)
+        self.state = RANS_LOWER_BOUND  # the start state; a finished decode returns here
+        self.words: list[int] = []  # the stack of 32-bit words, top at the end
+
+    def push(self, start: int, frequency: int) -> None:
+        """Encode the symbol that owns slots ``[start, start + frequency)`` of ``[0, 2**precision)``."""
+        start, frequency = int(start), int(frequency)
+        if frequency <= 0 or start < 0 or start + frequency > 1 << self.precision:
+            raise ValueError(
+                f"cannot push the interval start={start}, frequency={frequency}: it must have frequency >= 1 and lie "
+                f"in [0, 2**{self.precision}); quantise the distribution so every symbol you code has frequency >= 1"
+            )
+        # 1. Renormalise, so that step 2 stays below L * 2**32: x_max = (L / 2**p) * 2**32 * f = f * 2**(63 - p).
+        if self.state >= frequency << (_STATE_BITS - 1 - self.precision):
+            self.words.append(self.state & _WORD_MASK)  # the low 32 bits go onto the stack
+            self.state >>= WORD_BITS  # now f * 2**(31 - p) <= state < L
+        # 2. Encode: the state grows by a factor of about 2**p / f, i.e. by -log2(f / 2**p) bits, and its low p bits
+        #    now point into the symbol's slots [start, start + f). Afterwards L <= state < L * 2**32 again.
+        self.state = (self.state // frequency << self.precision) + self.state % frequency + start
+
+    def push_symbol(self, symbol: int, cdf: Sequence[int]) -> None:
+        """Encode ``symbol`` with the cumulative table ``cdf`` (length ``K + 1``, ``cdf[K] = 2**precision``)."""
+        _check_scalar_cdf(cdf, self.precision)
+        if not 0 <= symbol < len(cdf) - 1:
+            raise ValueError(f"symbol {symbol} is outside the table's alphabet 0..{len(cdf) - 2}")
+        self.push(cdf[symbol], cdf[symbol + 1] - cdf[symbol])
+
+    def pop_with(self, lookup: Callable[[int], tuple[int, int, int]]) -> int:
+        """Decode one symbol; ``lookup(slot) -> (symbol, start, frequency)`` names the symbol owning ``slot``."""
+        # 1. The low p bits of the state name a slot, and the slot names the symbol.
+        slot = self.state & ((1 << self.precision) - 1)
+        symbol, start, frequency = lookup(slot)
+        if not start <= slot < start + frequency:
+            raise ValueError(
+                f"lookup({slot}) returned the interval [{start}, {start + frequency}) that misses the slot"
+            )
+        # 2. Undo the encoding step: x = f * (x // 2**p) + slot - start.
+        self.state = frequency * (self.state >> self.precision) + slot - start
+        # 3. Undo the renormalisation: a state below L means the encoder had moved a word to the stack here.
+        #    Afterwards L <= state < L * 2**32 again.
+        if self.state < RANS_LOWER_BOUND:
+            if not self.words:
+                raise CorruptStreamError(
+                    "the stream ran out of words while decoding: it is truncated, corrupt, or decoded with other tables"
+                )
+            self.state = (self.state << WORD_BITS) | self.words.pop()
+        return symbol
+
+    def pop(self, cdf: Sequence[int]) -> int:
+        """Decode one symbol with the table ``cdf`` it was pushed with; returns the symbol."""
+        _check_scalar_cdf(cdf, self.precision)
+
+        def lookup(slot: int) -> tuple[int, int, int]:
+            symbol = bisect.bisect_right(cdf, slot) - 1  # the last symbol whose start is <= slot
+            return symbol, int(cdf[symbol]), int(cdf[symbol + 1] - cdf[symbol])
+
+        return self.pop_with(lookup)
+
+    def push_symbols(self, symbols: np.ndarray, cdf: np.ndarray) -> None:
+        """Push ``symbols`` (N,) with one table row each ``cdf`` (N, K+1), last first, so pops return them in order."""
+        for symbol, row in zip(np.asarray(symbols)[::-1].tolist(), np.asarray(cdf)[::-1]):
+            self.push_symbol(symbol, row.tolist())
+
+    def pop_symbols(self, cdf: np.ndarray) -> np.ndarray:
+        """Pop one symbol per row of ``cdf`` (N, K+1); the inverse of :meth:`push_symbols`. Returns (N,) int64."""
+        return np.array([self.pop(row.tolist()) for row in np.asarray(cdf)], dtype=np.int64)
+
+    def push_uniform(self, values: np.ndarray, bits: int) -> None:
+        """Push integers ``values`` (N,) in ``[0, 2**bits)`` with equal probabilities (``bits <= precision``)."""
+        shift = _uniform_shift(bits, self.precision)
+        for value in np.asarray(values)[::-1].tolist():
+            self.push(value << shift, 1 << shift)
+
+    def pop_uniform(self, count: int, bits: int) -> np.ndarray:
+        """Pop ``count`` integers pushed by :meth:`push_uniform`; returns (count,) int64."""
+        shift = _uniform_shift(bits, self.precision)
+        return np.array(
+            [self.pop_with(lambda slot: (slot >> shift, slot >> shift << shift, 1 << shift)) for _ in range(count)],
+            dtype=np.int64,
+        )
+
+    def check_finished(self) -> None:
+        """Raise :class:`CorruptStreamError` unless the decoder is back in the start state with every word used."""
+        if self.state != RANS_LOWER_BOUND or self.words:
+            raise CorruptStreamError(
+                f"decoding ended in state {self.state:#x} with {len(self.words)} unused words instead of the start "
+                f"state {RANS_LOWER_BOUND:#x} with none: the stream is corrupt or was decoded with other tables"
+            )
+
+    def to_bytes(self) -> bytes:
+        """The compressed stream (format in the module docstring; identical to a one-lane :class:`VectorRANS`)."""
+        return _serialise(np.array([self.state], dtype=np.uint64), np.array(self.words, dtype=np.uint32))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, precision: int = 16) -> ScalarRANS:
+        """A coder ready to pop the symbols stored in ``data`` (made by :meth:`to_bytes`)."""
+        coder = cls(precision)
+        states, words = _deserialise(data, num_lanes=1)
+        coder.state = int(states[0])
+        coder.words = words.tolist()
+        return coder
+
+
+def _check_scalar_cdf(cdf: Sequence[int], precision: int) -> None:
+    if len(cdf) < 2 or cdf[0] != 0 or cdf[-1] != 1 << precision:
+        raise ValueError(
+            f"a cdf table must start at 0 and end at 2**precision = {1 << precision}; got length {len(cdf)} with "
+            f"ends {cdf[0] if len(cdf) else None} and {cdf[-1] if len(cdf) else None}"
+        )
+
+
+def _uniform_shift(bits: int, precision: int) -> int:
+    if not 1 <= bits <= precision:
+        raise ValueError(f"uniform values must have 1..precision={precision} bits, got {bits}")
+    return precision - bits
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Vectorised coder with interleaved lanes
+# --------------------------------------------------------------------------------------------------------------
+
+
+class VectorRANS:
+    """rANS with ``num_lanes`` interleaved states updated together by NumPy; one shared stack of 32-bit words.
+
+    A call ``push(symbols, cdf)`` with ``N`` symbols gives symbol ``i`` to lane ``i % num_lanes``: the symbols form
+    chunks of ``num_lanes`` (the last one shorter) that are pushed last chunk first, all lanes of a chunk at once.
+    Within a chunk the lanes that renormalise put their words on the stack in lane order; ``pop`` walks the chunks
+    first to last and hands the top words back to the same lanes, so it mirrors ``push`` exactly and returns the
+    symbols of one call in their original order. Separate calls stack (last pushed, first popped).
+
+    Python loops run over chunks only (``N / num_lanes`` iterations); more lanes are faster but each lane that
+    received symbols costs about 5 bytes when the stream is flushed (see the module docstring).
+
+    Arguments:
+        num_lanes: number of interleaved rANS states.
+        precision: bits of the probability tables, 8..24.
+
+    Example:
+        >>> cdf = np.array([[0, 1, 256], [0, 200, 256], [0, 128, 256]])
+        >>> coder = VectorRANS(num_lanes=2, precision=8)
+        >>> coder.push(np.array([1, 0, 1]), cdf)
+        >>> decoder = VectorRANS.from_bytes(coder.to_bytes(), num_lanes=2, precision=8)
+        >>> decoder.pop(cdf).tolist()
+        [1, 0, 1]
+        >>> decoder.check_finished()
+    """
+
+    def __init__(self, num_lanes: int = 64, precision: int = 16) -> None:
+        if not isinstance(num_lanes, (int, np.integer)) or num_lanes < 1:
+            raise ValueError(f"num_lanes must be a positive integer, got {num_lanes!r}")
+        self.num_lanes = int(num_lanes)
+        self.precision = _check_precision(precision)
+        self._state = np.full(self.num_lanes, RANS_LOWER_BOUND, dtype=np.uint64)
+        self._stack = np.empty(1024, dtype=np.uint32)
+        self._top = 0  # number of words on the stack
+
+    @property
+    def num_words(self) -> int:
+        """Number of 32-bit words on the stack (the lane states are flushed on top of these by ``to_bytes``)."""
+        return self._top
+
+    # ---------------------------------------------------------------------------------------------- encoding
+    def push(self, symbols: np.ndarray, cdf: np.ndarray) -> None:
+        """Encode ``symbols`` (N,) ints in ``[0, K)``, symbol ``i`` with table row ``cdf[i]`` (``cdf`` (N, K+1))."""
+        symbols = np.asarray(symbols)
+        cdf = self._check_cdf(cdf, len(symbols) if symbols.ndim == 1 else -1)
+        if symbols.ndim != 1:
+            raise ValueError(f"symbols must have shape (N,), got {symbols.shape}")
+        if not len(symbols):
+            return
+        if not np.issubdtype(symbols.dtype, np.integer):
+            raise ValueError(f"symbols must be integers, got dtype {symbols.dtype}")
+        alphabet = cdf.shape[1] - 1
+        if symbols.min() < 0 or symbols.max() >= alphabet:
+            raise ValueError(
+                f"symbols must lie in the table's alphabet 0..{alphabet - 1}, got {symbols.min()}..{symbols.max()}"
+            )
+        rows = np.arange(len(symbols))
+        symbols = symbols.astype(np.int64)
+        starts = cdf[rows, symbols].astype(np.uint64)
+        ends = cdf[rows, symbols + 1].astype(np.uint64)
+        zero = np.flatnonzero(ends <= starts)
+        if zero.size:
+            raise ValueError(
+                f"symbol {int(symbols[zero[0]])} at position {int(zero[0])} has frequency 0 in its table and cannot be "
+                "coded; quantise tables with quantize_pmf (every supported symbol gets frequency >= 1)"
+            )
+        self._push_intervals(starts, ends - starts)
+
+    def push_uniform(self, values: np.ndarray, bits: int) -> None:
+        """Encode integers ``values`` (N,) in ``[0, 2**bits)`` with equal probabilities (``bits <= precision``)."""
+        shift = _uniform_shift(bits, self.precision)
+        values = np.asarray(values, dtype=np.int64)
+        if values.size and (values.min() < 0 or values.max() >> bits):
+            raise ValueError(f"uniform values must lie in [0, 2**{bits})")
+        self._push_intervals(values.astype(np.uint64) << np.uint64(shift), np.full(len(values), 1 << shift, np.uint64))
+
+    def _push_intervals(self, starts: np.ndarray, frequencies: np.ndarray) -> None:
+        """Encode intervals ``(starts, frequencies)`` (N,) uint64, chunk by chunk, last chunk first."""
+        count, lanes, precision = len(starts), self.num_lanes, np.uint64(self.precision)
+        x_max = frequencies << np.uint64(_STATE_BITS - 1 - self.precision)  # renormalisation thresholds
+        self._reserve(count)  # every push moves at most one word to the stack
+        stack, top, state = self._stack, self._top, self._state
+        word_bits = np.uint64(WORD_BITS)
+
+        def encode(x, start, frequency, threshold, top):
+            emit = x >= threshold
+            moved = int(np.count_nonzero(emit))
+            if moved:
+                stack[top : top + moved] = x[emit]  # the assignment keeps the low 32 bits
+                top += moved
+                x = np.where(emit, x >> word_bits, x)
+            quotient, remainder = np.divmod(x, frequency)
+            quotient <<= precision
+            quotient += remainder
+            quotient += start
+            return quotient, top
+
+        full, rest = divmod(count, lanes)
+        if rest:  # the short last chunk goes first
+            tail = slice(full * lanes, count)
+            state[:rest], top = encode(state[:rest], starts[tail], frequencies[tail], x_max[tail], top)
+        shape = (full, lanes)
+        starts, frequencies = starts[: full * lanes].reshape(shape), frequencies[: full * lanes].reshape(shape)
+        x_max = x_max[: full * lanes].reshape(shape)
+        for chunk in range(full - 1, -1, -1):
+            state, top = encode(state, starts[chunk], frequencies[chunk], x_max[chunk], top)
+        self._state, self._top = state, top
+
+    def _reserve(self, extra: int) -> None:
+        if self._top + extra > len(self._stack):
+            grown = np.empty(max(2 * len(self._stack), self._top + extra), dtype=np.uint32)
+            grown[: self._top] = self._stack[: self._top]
+            self._stack = grown
+
+    # ---------------------------------------------------------------------------------------------- decoding
+    def pop(self, cdf: np.ndarray) -> np.ndarray:
+        """Decode one symbol per row of ``cdf`` (N, K+1), the tables they were pushed with; returns (N,) int64."""
+        cdf = self._check_cdf(cdf, -1)
+        alphabet = cdf.shape[1] - 1
+        flat = cdf.reshape(-1)
+        lane_offsets = np.arange(self.num_lanes, dtype=np.int64) * (alphabet + 1)
+        # Each lane binary-searches its own row for the last symbol s with cdf[s] <= slot, without branches. The
+        # first probe, at K - half (half = the largest power of two <= K - 1), leaves exactly half candidates, which
+        # the steps half / 2, ..., 1 then narrow down; no probe leaves the row. (Comparing whole rows instead reads
+        # every cache line of the table, which is slower for more than a few lanes.)
+        half = 1 << ((alphabet - 1).bit_length() - 1) if alphabet > 1 else 0
+
+        def find(first: int, slot: np.ndarray):
+            slot = slot.astype(cdf.dtype)
+            base = lane_offsets[: len(slot)] + first * (alphabet + 1)  # flat index of each lane's row
+            position = base
+            if half:
+                candidate = base + (alphabet - half)
+                position = np.where(flat[candidate] <= slot, candidate, base)
+                step = half >> 1
+                while step:
+                    candidate = position + step
+                    position = np.where(flat[candidate] <= slot, candidate, position)
+                    step >>= 1
+            start = flat[position]
+            frequency = (flat[position + 1] - start).astype(np.uint64)
+            return position - base, start.astype(np.uint64), frequency
+
+        return self._pop_intervals(len(cdf), find)
+
+    def pop_uniform(self, count: int, bits: int) -> np.ndarray:
+        """Decode ``count`` integers pushed by :meth:`push_uniform`; returns (count,) int64."""
+        shift = np.uint64(_uniform_shift(bits, self.precision))
+        frequency = np.uint64(1) << shift
+
+        def find(first: int, slot: np.ndarray):
+            symbol = slot >> shift
+            return symbol.astype(np.int64), symbol << shift, frequency
+
+        return self._pop_intervals(int(count), find)
+
+    def _pop_intervals(self, count: int, find: Callable) -> np.ndarray:
+        """Decode ``count`` symbols, chunk by chunk, first chunk first; ``find(first_index, slot)`` looks them up."""
+        lanes, precision = self.num_lanes, np.uint64(self.precision)
+        mask, lower, word_bits = np.uint64((1 << self.precision) - 1), np.uint64(RANS_LOWER_BOUND), np.uint64(WORD_BITS)
+        stack, state = self._stack, self._state
+        symbols = np.empty(count, dtype=np.int64)
+        top = self._top
+
+        def decode(x, first, top):
+            slot = x & mask
+            symbol, start, frequency = find(first, slot)
+            symbols[first : first + len(x)] = symbol
+            x = frequency * (x >> precision) + slot - start
+            need = x < lower
+            moved = int(np.count_nonzero(need))
+            if moved:
+                if moved > top:
+                    raise CorruptStreamError(
+                        "the stream ran out of words while decoding: it is truncated, corrupt, or decoded with other "
+                        "tables or num_lanes"
+                    )
+                x[need] = (x[need] << word_bits) | stack[top - moved : top]
+                top -= moved
+            return x, top
+
+        full, rest = divmod(count, lanes)
+        for chunk in range(full):
+            state, top = decode(state, chunk * lanes, top)
+        if rest:
+            state = state.copy()
+            state[:rest], top = decode(state[:rest], full * lanes, top)
+        self._state, self._top = state, top
+        return symbols
+
+    # ---------------------------------------------------------------------------------------------- state
+    def check_finished(self) -> None:
+        """Raise :class:`CorruptStreamError` unless every lane is back in the start state with every word used."""
+        wrong = np.flatnonzero(self._state != RANS_LOWER_BOUND)
+        if wrong.size or self._top:
+            raise CorruptStreamError(
+                f"decoding ended with {wrong.size} lanes away from the start state and {self._top} unused words: the "
+                "stream is corrupt or was decoded with other tables, num_lanes or precision"
+            )
+
+    def to_bytes(self) -> bytes:
+        """The compressed stream: lane count, lane states, then the word stack (format in the module docstring)."""
+        return _serialise(self._state, self._stack[: self._top])
+
+    @classmethod
+    def from_bytes(cls, data: bytes, num_lanes: int = 64, precision: int = 16) -> VectorRANS:
+        """A coder ready to pop the symbols in ``data``; pass the ``num_lanes`` and ``precision`` used to encode."""
+        coder = cls(num_lanes, precision)
+        coder._state, words = _deserialise(data, coder.num_lanes)
+        coder._stack, coder._top = words, len(words)
+        return coder
+
+    def _check_cdf(self, cdf: np.ndarray, count: int) -> np.ndarray:
+        cdf = np.ascontiguousarray(cdf)
+        if cdf.ndim != 2 or cdf.shape[1] < 2 or (count >= 0 and cdf.shape[0] != count):
+            expected = f"({count}, K+1)" if count >= 0 else "(N, K+1)"
+            raise ValueError(f"cdf must have shape {expected} with K >= 1 symbols, got {cdf.shape}")
+        if not np.issubdtype(cdf.dtype, np.integer):
+            raise ValueError(f"cdf tables must be integers (quantise them with flowlib.coding.cdf), got {cdf.dtype}")
+        total = 1 << self.precision
+        if len(cdf) and ((cdf[:, 0] != 0).any() or (cdf[:, -1] != total).any()):
+            raise ValueError(
+                f"every cdf row must start at 0 and end at 2**precision = {total}; build tables with the same "
+                f"precision "
+                f"as the coder ({self.precision})"
+            )
+        return cdf
