@@ -15,8 +15,10 @@ import json
 import math
 import os
 import random
+import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,6 +178,21 @@ def _read_manifest(directory: Path) -> dict[str, dict[str, Any]]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+@contextmanager
+def _exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive OS-level lock on ``path`` (released when the file is closed, even if the process dies)."""
+    with open(path, "a+") as handle:
+        if sys.platform == "win32":
+            import msvcrt
+
+            msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -190,9 +207,14 @@ def save_checkpoint(
     path = directory / f"{name}.pt"
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
     torch.save(state, path)
-    manifest = _read_manifest(directory)
-    manifest[name] = {"file": path.name, "sha256": _sha256(path), "bytes": path.stat().st_size, **(metadata or {})}
-    _manifest_path(directory).write_text(json.dumps(dict(sorted(manifest.items())), indent=2) + "\n")
+    entry = {"file": path.name, "sha256": _sha256(path), "bytes": path.stat().st_size, **(metadata or {})}
+    # Several trainings may finish at once: lock the manifest for the read-modify-write and replace it atomically.
+    with _exclusive_lock(directory / ".MANIFEST.lock"):
+        manifest = _read_manifest(directory)
+        manifest[name] = entry
+        temporary = _manifest_path(directory).with_suffix(".json.tmp")
+        temporary.write_text(json.dumps(dict(sorted(manifest.items())), indent=2) + "\n")
+        os.replace(temporary, _manifest_path(directory))
     return path
 
 

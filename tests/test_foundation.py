@@ -261,3 +261,22 @@ def test_plots_draw_without_error():
     plt.close("all")
     with pytest.raises(ValueError, match="N, C, H, W"):
         plot.image_grid(torch.rand(8, 8))
+
+
+def test_concurrent_checkpoint_saves_keep_every_manifest_entry(tmp_path):
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    processes = [context.Process(target=_save_one, args=(tmp_path, index)) for index in range(6)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=60)
+    assert all(process.exitcode == 0 for process in processes)
+    manifest = json.loads((tmp_path / "MANIFEST.json").read_text())
+    assert sorted(manifest) == [f"model{index}" for index in range(6)]
+
+
+def _save_one(directory, index):
+    for _ in range(5):
+        train.save_checkpoint(nn.Linear(2, 2), f"model{index}", directory=directory)
