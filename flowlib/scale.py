@@ -26,6 +26,80 @@ SIZES: dict[str, dict[Scale, dict]] = {
         "standard": dict(toy_samples=20_000, fit_steps=2_000, histogram_samples=200_000),
         "full": dict(toy_samples=50_000, fit_steps=5_000, histogram_samples=1_000_000),
     },
+    "01_coupling_layers": {
+        "quick": dict(
+            toy_samples=2_000, toy_steps=60, toy_batch_size=256, toy_couplings=4, toy_hidden=32,
+            train_subset=1_024, test_subset=256, batch_size=64,
+            nice_hidden=64, nice_hidden_layers=2, nice_epochs=1,
+            realnvp_hidden=8, realnvp_blocks=1, realnvp_steps=6,
+            mask_hidden=8, mask_couplings=2, mask_steps=6,
+        ),
+        "standard": dict(
+            toy_samples=20_000, toy_steps=1_200, toy_batch_size=256, toy_couplings=8, toy_hidden=64,
+            train_subset=None, test_subset=None, batch_size=64,
+            nice_hidden=128, nice_hidden_layers=4, nice_epochs=4,
+            realnvp_hidden=16, realnvp_blocks=1, realnvp_steps=300,
+            mask_hidden=16, mask_couplings=4, mask_steps=250,
+        ),
+        "full": dict(
+            toy_samples=100_000, toy_steps=10_000, toy_batch_size=512, toy_couplings=12, toy_hidden=128,
+            train_subset=None, test_subset=None, batch_size=128,
+            nice_hidden=1_000, nice_hidden_layers=5, nice_epochs=100,
+            realnvp_hidden=64, realnvp_blocks=4, realnvp_steps=50_000,
+            mask_hidden=64, mask_couplings=4, mask_steps=10_000,
+        ),
+    },
+    "02_multiscale_flows": {
+        "quick": dict(
+            train_subset=1_024, test_subset=256, batch_size=64, lr=1e-3, max_grad_norm=50.0,
+            ablation_mixings=("reverse", "householder", "lu"), ablation_num_steps=2, ablation_hidden=16,
+            ablation_steps=6, main_num_steps=2, main_hidden=16, main_steps=10,
+        ),
+        "standard": dict(
+            train_subset=None, test_subset=None, batch_size=64, lr=1e-3, max_grad_norm=50.0,
+            ablation_mixings=("reverse", "householder", "lu"), ablation_num_steps=4, ablation_hidden=64,
+            ablation_steps=350, main_num_steps=6, main_hidden=64, main_steps=800,
+        ),
+        "full": dict(
+            train_subset=None, test_subset=None, batch_size=128, lr=1e-3, max_grad_norm=50.0,
+            ablation_mixings=("reverse", "permutation", "householder", "lu"), ablation_num_steps=8,
+            ablation_hidden=256, ablation_steps=20_000, main_num_steps=10, main_hidden=256, main_steps=100_000,
+        ),
+    },
+    "03_pie": {
+        "quick": dict(
+            train_subset=2_000, test_subset=200, pie_batch_size=32, pie_steps=12, pie_lr=2e-3,
+            hidden_channels=4, num_residual_blocks=0, hidden_features=16,
+            ae_batch_size=32, ae_steps=12, ae_lr=1e-3, ae_base_channels=4,
+            num_sharpness_samples=200, num_umap_points=200, toy_steps=60,
+        ),
+        "standard": dict(
+            train_subset=None, test_subset=2_000, pie_batch_size=64, pie_steps=750, pie_lr=2e-3,
+            hidden_channels=16, num_residual_blocks=0, hidden_features=96,
+            ae_batch_size=128, ae_steps=600, ae_lr=1e-3, ae_base_channels=32,
+            num_sharpness_samples=2_000, num_umap_points=2_000, toy_steps=600,
+        ),
+        "full": dict(
+            train_subset=None, test_subset=None, pie_batch_size=64, pie_steps=30_000, pie_lr=1e-3,
+            hidden_channels=64, num_residual_blocks=1, hidden_features=256,
+            ae_batch_size=100, ae_steps=30_000, ae_lr=1e-3, ae_base_channels=64,
+            num_sharpness_samples=10_000, num_umap_points=10_000, toy_steps=2_000,
+        ),
+    },
+    "07_lossless_compression": {
+        "quick": dict(
+            hidden_channels=8, num_couplings=1, num_levels=2, num_components=5, epochs=1, max_steps=30, batch_size=32,
+            lr=3e-3, train_subset=2_048, eval_images=64, test_images=64, determinism_images=16,
+        ),
+        "standard": dict(
+            hidden_channels=32, num_couplings=4, num_levels=2, num_components=5, epochs=1, max_steps=None,
+            batch_size=32, lr=3e-3, train_subset=None, eval_images=1_000, test_images=10_000, determinism_images=256,
+        ),
+        "full": dict(
+            hidden_channels=128, num_couplings=8, num_levels=2, num_components=5, epochs=100, max_steps=None,
+            batch_size=64, lr=1e-3, train_subset=None, eval_images=10_000, test_images=10_000, determinism_images=1_000,
+        ),
+    },
 }
 
 
