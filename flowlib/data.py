@@ -71,18 +71,25 @@ def _torchvision_dataset(name: str, train: bool):
 
 
 def load_images(
-    name: str, split: Literal["train", "test"] = "train", subset: int | None = None, seed: int = 0
+    name: str,
+    split: Literal["train", "test"] = "train",
+    subset: int | None = None,
+    seed: int = 0,
+    form: ImageForm = "uint8",
 ) -> tuple[Tensor, Tensor]:
-    """Load an image dataset as stored.
+    """Load a whole image dataset into memory.
 
     Arguments:
         name: ``"mnist"``, ``"fashion_mnist"`` or ``"cifar10"``.
         split: ``"train"`` or ``"test"``.
         subset: keep this many examples, drawn at random (reproducibly, from ``seed``) without replacement;
             ``None`` keeps all of them in their original order.
+        form: ``"uint8"`` as stored, ``"dequantized"`` (one draw of noise, see :func:`dequantize`) or ``"unit"``.
     Returns:
-        ``(images, labels)``: ``uint8`` of shape ``(N, C, H, W)`` and ``int64`` of shape ``(N,)``.
+        ``(images, labels)``: images of shape ``(N, C, H, W)`` in the requested form, ``int64`` labels ``(N,)``.
     """
+    if form not in ("uint8", "dequantized", "unit"):
+        raise ValueError(f"form must be 'uint8', 'dequantized' or 'unit', got {form!r}")
     if name not in IMAGE_DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(IMAGE_DATASETS)}")
     if split not in ("train", "test"):
@@ -94,7 +101,7 @@ def load_images(
     if subset is not None and subset < len(images):
         index = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:subset]
         images, labels = images[index], labels[index]
-    return images.contiguous(), labels
+    return _convert(images.contiguous(), form), labels
 
 
 def dequantize(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -107,15 +114,20 @@ def dequantize(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     return (x.float() + noise.to(x.device)) / 256.0
 
 
+def _convert(images: Tensor, form: ImageForm) -> Tensor:
+    """``uint8`` images in the requested form (see the module docstring)."""
+    if form == "dequantized":
+        return dequantize(images)
+    if form == "unit":
+        return images.float() / 255.0
+    return images
+
+
 def _collate(form: ImageForm):
     def collate(batch: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
         images = torch.stack([item[0] for item in batch])
         labels = torch.stack([item[1] for item in batch])
-        if form == "dequantized":
-            images = dequantize(images)
-        elif form == "unit":
-            images = images.float() / 255.0
-        return images, labels
+        return _convert(images, form), labels
 
     return collate
 
@@ -137,7 +149,7 @@ def image_loader(
     """
     if form not in ("uint8", "dequantized", "unit"):
         raise ValueError(f"form must be 'uint8', 'dequantized' or 'unit', got {form!r}")
-    images, labels = load_images(name, split, subset=subset, seed=seed)
+    images, labels = load_images(name, split, subset=subset, seed=seed)  # uint8; converted per batch
     return DataLoader(
         TensorDataset(images, labels),
         batch_size=batch_size,

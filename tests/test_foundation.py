@@ -63,6 +63,10 @@ def test_load_images_shapes_and_subset(name):
     assert torch.equal(images, again)  # reproducible subsets
     full, _ = data.load_images(name, "test")
     assert full.shape[0] == 10_000
+    unit, _ = data.load_images(name, "test", subset=50, seed=3, form="unit")
+    assert torch.allclose(unit, images.float() / 255)
+    dequantized, _ = data.load_images(name, "test", subset=50, seed=3, form="dequantized")
+    assert torch.equal((dequantized * 256).floor().to(torch.uint8), images)
 
 
 @needs_data
