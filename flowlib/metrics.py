@@ -64,6 +64,7 @@ def sharpness(images: Tensor, kernel: str = "laplace4", padding: str = "valid") 
         the average per-image variance, a Python float.
 
     Example:
+        >>> import torch
         >>> sharpness(torch.full((2, 1, 8, 8), 0.5))  # a constant image has no edges
         0.0
     """
