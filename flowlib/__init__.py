@@ -16,11 +16,11 @@ __all__ = ["__version__", "compress", "decompress"]
 
 
 def __getattr__(name: str) -> Any:
-    # Imported lazily so that `import flowlib` stays cheap; `flowlib.compress(...)` is the function, while
-    # `python -m flowlib.compress` still runs the module's command line.
+    # Imported lazily so that `import flowlib` stays cheap. `flowlib.compress` is a callable module:
+    # `flowlib.compress(images, model)` compresses, `python -m flowlib.compress` runs the command line.
     if name in ("compress", "decompress"):
         import importlib
 
         module = importlib.import_module("flowlib.compress")
-        return getattr(module, name)
+        return module if name == "compress" else module.decompress
     raise AttributeError(f"module 'flowlib' has no attribute {name!r}")

@@ -1,0 +1,537 @@
+"""Integer Discrete Flows (IDF): a flow on the integers, so its likelihood is a code length.
+
+Reference:
+    Integer Discrete Flows and Lossless Compression. Emiel Hoogeboom, Jorn W.T. Peters, Rianne van den Berg,
+    Max Welling. NeurIPS 2019. arXiv:1905.07376. Official code: github.com/jornpeters/integer_discrete_flows.
+
+The method, in the order of this file (equation labels are this file's; the blog in ``shared/papers`` numbers the
+prior Eq. 13):
+
+(1) Discrete change of variables. For a bijection ``f: Z^D -> Z^D`` no volume changes, so
+        P_X(x) = P_Z(f(x)),
+    and ``-log2 P_X(x)`` is the length in bits of an entropy code of ``x`` (rANS codes ``z = f(x)`` under ``P_Z``).
+(2) Integer discrete coupling. Split ``x = [x_a, x_b]`` over channels and keep ``x_a``:
+        z_a = x_a,    z_b = x_b + round(t(x_a)),    inverse  x_b = z_b - round(t(z_a)),
+    exact on the integers for any neural network ``t``.
+(3) Straight-through rounding: the gradient of ``round`` is taken to be the identity, ``d round(y) / dy := 1``.
+(4) Architecture: ``L`` levels; level ``l`` is a squeeze, ``K`` integer flow layers (a fixed channel permutation
+    then a coupling (2)), and a factor-out ``y_{l-1} -> [z_l, y_l]`` for ``l < L``; the last level maps
+    ``y_{L-1} -> z_L``. Hence
+        log P(x) = sum_{l<L} log P(z_l | y_l) + log P(z_L).
+(5) Priors: each factored-out ``z_l`` is a discretized logistic (unit bins ``[z - 1/2, z + 1/2]``, blog Eq. 13)
+    whose mean and log-scale come from a small network on the kept ``y_l``; the top ``z_L`` has a mixture of ``M``
+    discretized logistics with learnable parameters per dimension (the paper: about 5 components suffice).
+(6) Loss: bits per dimension ``-log2 P(x) / D``, the rate an ideal entropy coder achieves.
+
+Conventions of flowlib's IDF:
+
+* Pixels ``x in {0..255}`` are centred as ``x - 128`` (values in ``-128..127``) before the first level. The
+  networks see their integer inputs divided by 128 and their outputs are multiplied by 16 to give shifts and prior
+  means in integer units. (A larger output factor, such as 128 to match the input, makes every Adam step move the
+  rounded shifts and the prior means by several integers, so the priors cannot become sharp in a short training
+  run.) Latents stay integers of any size (no clipping); the priors put mass on all integers.
+* Training runs in float32 with (3). The *coding path* runs on float64 tensors that hold integers: every network
+  then works in exact dyadic arithmetic (weights rounded to multiples of ``2^-16``, activations to ``2^-18``, every
+  product and partial sum exactly representable, checked) so its outputs do not depend on the order of summation,
+  the thread count or the device; prior parameters are then rounded to multiples of ``2^-12`` before any coding
+  table is built. Encoder and decoder thus compute bit-identical shifts and distributions. The float64 path is the
+  model the file is coded with; :meth:`IDF.log_prob` with ``exact=True`` gives its ideal code length.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from flowlib.distributions.discretized import DiscretizedLogistic, DiscretizedLogisticMixture
+from flowlib.metrics import bits_per_dim
+from flowlib.transforms import Compose, InputShapeError, Permutation, Squeeze, Transform, batch_zeros
+
+__all__ = [
+    "ACTIVATION_BITS",
+    "IDF",
+    "PARAMETER_BITS",
+    "PIXEL_OFFSET",
+    "WEIGHT_BITS",
+    "ConditionalLogisticPrior",
+    "ConditionerNet",
+    "ExactArithmeticError",
+    "IDFLevel",
+    "IntegerAdditiveCoupling",
+    "MixturePrior",
+    "parameter_groups",
+    "round_ste",
+    "train_idf",
+]
+
+PIXEL_OFFSET = 128  # x - 128: pixels centred on zero
+INPUT_SCALE = 128.0  # networks see integers / 128 (a power of two: exact)
+OUTPUT_SCALE = 16.0  # network outputs are multiplied by 16: shifts and prior means in integer units
+WEIGHT_BITS = 16  # coding path: weights and biases on the grid 2^-16
+ACTIVATION_BITS = 18  # coding path: network activations on the grid 2^-18
+PARAMETER_BITS = 12  # coding path: prior means and log-scales on the grid 2^-12 before building tables
+_EXACT_BOUND = 2.0 ** (52 - WEIGHT_BITS - ACTIVATION_BITS)  # |partial sums| below this are exact in float64
+LOG_SCALE_MIN, LOG_SCALE_MAX = -6.0, 6.0  # prior scales between e^-6 (one certain bin) and e^6 (~ 400 values)
+
+
+class ExactArithmeticError(ArithmeticError):
+    """The coding path's fixed-point arithmetic would lose exactness (activations grew too large)."""
+
+
+def round_ste(x: Tensor) -> Tensor:
+    """Round to the nearest integer, with the straight-through gradient of Eq. (3): ``d round(x)/dx := 1``."""
+    return x + (torch.round(x) - x).detach()
+
+
+def quantize(x: Tensor, bits: int) -> Tensor:
+    """Round to the nearest multiple of ``2^-bits`` (exact in float64 for the values used here)."""
+    return torch.round(x * 2.0**bits) / 2.0**bits
+
+
+def _exact_conv2d(x: Tensor, conv: nn.Conv2d) -> Tensor:
+    """``conv(x)`` in exact float64 arithmetic: ``x`` on the grid ``2^-ACTIVATION_BITS``, weights rounded.
+
+    Every product lies on the grid ``2^-(WEIGHT_BITS + ACTIVATION_BITS) = 2^-34`` and every partial sum is bounded
+    by ``max|x| * max_o sum_i |w_oi| + max|b|``; below ``2^(52 - 34)`` all of them are exact, so the result does not
+    depend on the order of summation. Explicit matrix products (im2col, or one 1x1 map per kernel tap followed by
+    shifted sums) avoid convolution algorithms (FFT, Winograd) that would round intermediate values.
+    """
+    weight = quantize(conv.weight.detach().double(), WEIGHT_BITS)
+    bias = quantize(conv.bias.detach().double(), WEIGHT_BITS)
+    bound = x.abs().max() * weight.abs().sum(dim=(1, 2, 3)).max() + bias.abs().max()
+    if bound >= _EXACT_BOUND:
+        raise ExactArithmeticError(
+            f"exact convolution bound {bound.item():.3g} exceeds {_EXACT_BOUND:.3g}: the network's activations are "
+            "too large for exact float64 arithmetic; the model's weights have diverged, retrain it"
+        )
+    batch, channels, height, width = x.shape
+    out_channels, (kernel_height, kernel_width) = conv.out_channels, conv.kernel_size
+    if out_channels >= channels or kernel_height * kernel_width == 1:
+        columns = F.unfold(x, conv.kernel_size, padding=conv.padding)  # (B, C_in * k * k, H * W)
+        out = weight.view(out_channels, -1) @ columns + bias.view(-1, 1)
+        return out.view(batch, out_channels, height, width)
+    # Few output channels: apply every kernel tap as a 1x1 map first, then add the shifted maps (cheaper than im2col).
+    padded = F.pad(x, (conv.padding[1], conv.padding[1], conv.padding[0], conv.padding[0]))
+    taps = weight.permute(2, 3, 0, 1).reshape(-1, channels) @ padded.flatten(2)  # (B, k * k * C_out, H_p * W_p)
+    taps = taps.view(batch, kernel_height, kernel_width, out_channels, *padded.shape[2:])
+    out = bias.view(1, -1, 1, 1).expand(batch, out_channels, height, width).clone()
+    for i in range(kernel_height):
+        for j in range(kernel_width):
+            out += taps[:, i, j, :, i : i + height, j : j + width]
+    return out
+
+
+class ConditionerNet(nn.Module):
+    """The network ``t`` of a coupling (2) or of a prior (5): 3x3 conv, ReLU, 1x1 conv, ReLU, 3x3 conv.
+
+    Arguments:
+        in_channels, out_channels: channels of ``(B, C_in, H, W) -> (B, C_out, H, W)``.
+        hidden_channels: width of the two hidden layers.
+
+    The last layer starts at zero, so couplings start as the identity. Float64 inputs (the coding path) run in
+    exact dyadic arithmetic (see the module docstring) and must lie on the grid ``2^-ACTIVATION_BITS``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, hidden_channels: int = 32):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            [
+                nn.Conv2d(in_channels, hidden_channels, 3, padding=1),
+                nn.Conv2d(hidden_channels, hidden_channels, 1),
+                nn.Conv2d(hidden_channels, out_channels, 3, padding=1),
+            ]
+        )
+        nn.init.zeros_(self.layers[-1].weight)
+        nn.init.zeros_(self.layers[-1].bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        exact = x.dtype == torch.float64
+        for index, layer in enumerate(self.layers):
+            x = _exact_conv2d(x, layer) if exact else layer(x)
+            if index < len(self.layers) - 1:
+                x = torch.relu(x)
+                if exact:
+                    x = quantize(x, ACTIVATION_BITS)
+        return x
+
+
+class IntegerAdditiveCoupling(Transform):
+    """Integer discrete coupling, Eq. (2): ``z_b = x_b + round(t(x_a))`` over channels; log-det 0.
+
+    Arguments:
+        num_channels: channels ``C`` of the ``(B, C, H, W)`` input; the first ``C // 2`` are kept (``x_a``).
+        hidden_channels: width of ``t`` (a :class:`ConditionerNet`).
+
+    Inputs hold integers (float32 for training, float64 for the exactly reproducible coding path); outputs too.
+
+    Example:
+        >>> coupling = IntegerAdditiveCoupling(4)
+        >>> nn.init.normal_(coupling.conditioner.layers[-1].weight)  # doctest: +ELLIPSIS
+        Parameter...
+        >>> x = torch.randint(-128, 128, (2, 4, 3, 3)).double()
+        >>> z, logabsdet = coupling(x)
+        >>> bool((coupling.inverse(z)[0] == x).all()), bool((z == z.round()).all()), logabsdet.tolist()
+        (True, True, [0.0, 0.0])
+    """
+
+    def __init__(self, num_channels: int, hidden_channels: int = 32):
+        super().__init__()
+        if num_channels < 2:
+            raise ValueError(f"an integer coupling needs at least 2 channels to split, got {num_channels}")
+        self.num_channels = num_channels
+        self.num_kept = num_channels // 2
+        self.conditioner = ConditionerNet(self.num_kept, num_channels - self.num_kept, hidden_channels)
+
+    def shift(self, x_a: Tensor) -> Tensor:
+        """``round(t(x_a))`` in integer units, with the straight-through gradient (3)."""
+        return round_ste(OUTPUT_SCALE * self.conditioner(x_a / INPUT_SCALE))
+
+    def _split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if x.dim() != 4 or x.shape[1] != self.num_channels:
+            raise InputShapeError(
+                f"IntegerAdditiveCoupling expects (B, {self.num_channels}, H, W), got {tuple(x.shape)}"
+            )
+        return x[:, : self.num_kept], x[:, self.num_kept :]
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x_a, x_b = self._split(x)
+        z_b = x_b + self.shift(x_a)  # Eq. (2)
+        return torch.cat([x_a, z_b], dim=1), batch_zeros(x)
+
+    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        z_a, z_b = self._split(z)
+        x_b = z_b - self.shift(z_a)  # Eq. (2), inverse
+        return torch.cat([z_a, x_b], dim=1), batch_zeros(z)
+
+    def extra_repr(self) -> str:
+        return f"num_channels={self.num_channels}, num_kept={self.num_kept}"
+
+
+class ConditionalLogisticPrior(nn.Module):
+    """``P(z_l | y_l)`` of a factor-out, Eq. (5): a discretized logistic whose mean and log-scale come from ``y_l``.
+
+    Arguments:
+        context_channels: channels of the kept ``y_l``.
+        num_channels: channels of the factored-out ``z_l``.
+        hidden_channels: width of the network.
+        initial_log_scale: log-scale at initialisation (the network's last layer starts at zero).
+    """
+
+    def __init__(
+        self, context_channels: int, num_channels: int, hidden_channels: int = 32, initial_log_scale: float = 3.0
+    ):
+        super().__init__()
+        self.net = ConditionerNet(context_channels, 2 * num_channels, hidden_channels)
+        self.initial_log_scale = initial_log_scale
+
+    def forward(self, context: Tensor) -> DiscretizedLogistic:
+        """The distribution of ``z_l`` given ``y_l = context`` ``(B, C_y, H, W)``; quantized on the coding path."""
+        mean, log_scale = self.net(context / INPUT_SCALE).chunk(2, dim=1)
+        mean = OUTPUT_SCALE * mean
+        log_scale = (log_scale + self.initial_log_scale).clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
+        if context.dtype == torch.float64:
+            mean, log_scale = quantize(mean, PARAMETER_BITS), quantize(log_scale, PARAMETER_BITS)
+        return DiscretizedLogistic(mean, log_scale)
+
+
+class MixturePrior(nn.Module):
+    """``P(z_L)`` of the top level, Eq. (5): a mixture of discretized logistics, parameters learned per dimension.
+
+    Arguments:
+        event_shape: ``(C, H, W)`` of ``z_L``.
+        num_components: mixture components ``M`` (means start spread over the centred pixel range).
+    """
+
+    def __init__(self, event_shape: tuple[int, ...], num_components: int = 5):
+        super().__init__()
+        self.event_shape = tuple(event_shape)
+        spread = torch.linspace(-0.75, 0.75, num_components) if num_components > 1 else torch.zeros(1)
+        # means are stored in units of INPUT_SCALE (like the networks' outputs), so optimiser steps suit them
+        self.scaled_means = nn.Parameter(spread.expand(*self.event_shape, num_components).clone())
+        self.log_scales = nn.Parameter(torch.full((*self.event_shape, num_components), 3.0))
+        self.logit_weights = nn.Parameter(torch.zeros(*self.event_shape, num_components))
+
+    def forward(self, exact: bool = False) -> DiscretizedLogisticMixture:
+        """The distribution of one ``z_L`` (shape ``(C, H, W)``, components last); quantized float64 if ``exact``."""
+        means, log_scales = INPUT_SCALE * self.scaled_means, self.log_scales.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
+        logit_weights = self.logit_weights
+        if exact:
+            means, log_scales, logit_weights = (
+                quantize(value.detach().double(), PARAMETER_BITS) for value in (means, log_scales, logit_weights)
+            )
+        return DiscretizedLogisticMixture(means, log_scales, logit_weights)
+
+
+class IDFLevel(nn.Module):
+    """One level of Eq. (4): squeeze, ``K`` x (permutation, integer coupling), then factor-out (or the top prior).
+
+    Arguments:
+        in_shape: ``(C, H, W)`` of ``y_{l-1}``.
+        num_couplings: ``K``.
+        hidden_channels: width of the networks.
+        last: whether this is the top level (no factor-out; a :class:`MixturePrior`).
+        num_components: mixture components of the top prior.
+        seed: seed of the fixed channel permutations.
+    """
+
+    def __init__(
+        self,
+        in_shape: tuple[int, int, int],
+        num_couplings: int,
+        hidden_channels: int,
+        last: bool,
+        num_components: int = 5,
+        seed: int = 0,
+    ):
+        super().__init__()
+        channels, height, width = in_shape
+        if height % 2 or width % 2:
+            raise InputShapeError(f"an IDF level squeezes by 2 and needs even height and width, got {in_shape}")
+        channels, height, width = 4 * channels, height // 2, width // 2
+        layers: list[Transform] = [Squeeze(2)]
+        for index in range(num_couplings):
+            layers += [Permutation(channels, seed=seed + index), IntegerAdditiveCoupling(channels, hidden_channels)]
+        self.flow = Compose(*layers)
+        self.last = last
+        self.num_kept = channels if last else channels // 2
+        if last:
+            self.prior = MixturePrior((channels, height, width), num_components)
+        else:
+            self.prior = ConditionalLogisticPrior(self.num_kept, channels - self.num_kept, hidden_channels)
+        self.latent_shape = (channels - (0 if last else self.num_kept), height, width)
+        self.out_shape = (self.num_kept, height, width)
+
+    def forward(self, y: Tensor) -> tuple[Tensor | None, Tensor]:
+        """``y_{l-1} -> (y_l, z_l)``; for the top level ``(None, z_L)``."""
+        h, _ = self.flow(y)
+        if self.last:
+            return None, h
+        return h[:, : self.num_kept], h[:, self.num_kept :]
+
+    def inverse(self, kept: Tensor | None, latent: Tensor) -> Tensor:
+        """``(y_l, z_l) -> y_{l-1}`` (``kept=None`` for the top level)."""
+        h = latent if kept is None else torch.cat([kept, latent], dim=1)
+        return self.flow.inverse(h)[0]
+
+    def distribution(
+        self, kept: Tensor | None, exact: bool = False
+    ) -> DiscretizedLogistic | DiscretizedLogisticMixture:
+        """The prior of ``z_l``: conditioned on ``kept`` for a factor-out, per dimension (``(C, H, W)``) at the top."""
+        return self.prior(exact) if self.last else self.prior(kept)
+
+
+class IDF(nn.Module):
+    """Integer Discrete Flow for ``uint8`` images, Eqs. (1)-(6).
+
+    Arguments:
+        image_shape: ``(C, H, W)``; ``H`` and ``W`` divisible by ``2^num_levels``.
+        num_levels: ``L``.
+        num_couplings: ``K`` couplings per level.
+        hidden_channels: width of every network.
+        num_components: components of the top prior's mixture.
+
+    Example:
+        >>> model = IDF((1, 8, 8), num_levels=2, num_couplings=2, hidden_channels=8)
+        >>> x = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8)
+        >>> latents = model.forward_integer(x)
+        >>> [tuple(z.shape) for z in latents], bool((model.inverse_integer(latents) == x).all())
+        ([(3, 2, 4, 4), (3, 8, 2, 2)], True)
+        >>> model.log_prob(x).shape
+        torch.Size([3])
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int] = (1, 28, 28),
+        num_levels: int = 2,
+        num_couplings: int = 4,
+        hidden_channels: int = 32,
+        num_components: int = 5,
+    ):
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        self.config = dict(
+            image_shape=list(image_shape), num_levels=num_levels, num_couplings=num_couplings,
+            hidden_channels=hidden_channels, num_components=num_components,
+        )
+        levels, shape = [], self.image_shape
+        for index in range(num_levels):
+            level = IDFLevel(
+                shape, num_couplings, hidden_channels, last=index == num_levels - 1,
+                num_components=num_components, seed=100 * index,
+            )
+            levels.append(level)
+            shape = level.out_shape
+        self.levels = nn.ModuleList(levels)
+
+    @property
+    def num_dims(self) -> int:
+        return math.prod(self.image_shape)
+
+    def _centre(self, x: Tensor, dtype: torch.dtype) -> Tensor:
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
+            expected = ", ".join(map(str, self.image_shape))
+            raise InputShapeError(f"IDF expects images of shape (B, {expected}), got {tuple(x.shape)}")
+        if x.dtype != torch.uint8:
+            raise TypeError(f"IDF expects uint8 pixels in 0..255, got dtype {x.dtype}; convert with x.to(torch.uint8)")
+        return x.to(dtype) - PIXEL_OFFSET
+
+    def _levels_forward(self, y: Tensor) -> list[tuple[Tensor | None, Tensor]]:
+        outputs = []
+        for level in self.levels:
+            kept, latent = level(y)
+            outputs.append((kept, latent))
+            y = kept
+        return outputs
+
+    def log_prob(self, x: Tensor, exact: bool = False) -> Tensor:
+        """``log P(x)`` in nats, ``(B,)``, of ``uint8`` images ``(B, C, H, W)``, Eq. (4).
+
+        ``exact=True`` evaluates the coding path (float64, quantized networks and priors, no gradients): the ideal
+        code length of the file :func:`flowlib.compress.compress` writes is ``-log2 P`` of this value.
+        """
+        context = torch.no_grad() if exact else nullcontext()
+        with context:
+            outputs = self._levels_forward(self._centre(x, torch.float64 if exact else torch.float32))
+            total = torch.zeros(x.shape[0], dtype=torch.float64 if exact else torch.float32, device=x.device)
+            for level, (kept, latent) in zip(self.levels, outputs):
+                log_prob = level.distribution(kept, exact).log_prob(latent)  # Eq. (5)
+                total = total + log_prob.flatten(1).sum(1)
+        return total
+
+    def bits_per_dim(self, x: Tensor, exact: bool = False) -> Tensor:
+        """``-log2 P(x) / D``, ``(B,)``, Eq. (6) (a discrete model: bin width 1)."""
+        return bits_per_dim(self.log_prob(x, exact), self.num_dims, bin_width=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Same as :meth:`log_prob` (training path)."""
+        return self.log_prob(x)
+
+    @torch.no_grad()
+    def forward_integer(self, x: Tensor, return_contexts: bool = False):
+        """The latents ``[z_1, ..., z_L]`` (``int64``) of ``uint8`` images, computed on the exact coding path.
+
+        With ``return_contexts=True`` also returns ``[y_1, ..., y_{L-1}, None]`` (float64), the kept parts that
+        condition each level's prior.
+        """
+        outputs = self._levels_forward(self._centre(x, torch.float64))
+        latents = [latent.to(torch.int64) for _, latent in outputs]
+        if return_contexts:
+            return latents, [kept for kept, _ in outputs]
+        return latents
+
+    @torch.no_grad()
+    def inverse_latent_level(self, index: int, kept: Tensor | None, latent: Tensor) -> Tensor:
+        """Undo level ``index`` on the coding path: ``(y_l, z_l) -> y_{l-1}`` (float64 integers)."""
+        return self.levels[index].inverse(kept, latent.to(torch.float64))
+
+    @torch.no_grad()
+    def inverse_integer(self, latents: list[Tensor]) -> Tensor:
+        """``uint8`` images ``(B, C, H, W)`` from latents ``[z_1, ..., z_L]``, inverting :meth:`forward_integer`.
+
+        Raises ``ValueError`` if the latents do not map to pixels in ``0..255`` (they were not made by this model).
+        """
+        if len(latents) != len(self.levels):
+            raise ValueError(f"expected {len(self.levels)} latent tensors (one per level), got {len(latents)}")
+        y = None
+        for index in reversed(range(len(self.levels))):
+            expected = self.levels[index].latent_shape
+            if tuple(latents[index].shape[1:]) != expected:
+                raise InputShapeError(
+                    f"latent {index} should have shape (B, {expected}), got {tuple(latents[index].shape)}"
+                )
+            y = self.inverse_latent_level(index, y, latents[index])
+        pixels = y + PIXEL_OFFSET
+        if pixels.min() < 0 or pixels.max() > 255:
+            raise ValueError("these latents do not decode to pixels in 0..255; they were not produced by this model")
+        return pixels.to(torch.uint8)
+
+    @torch.no_grad()
+    def prior(self, index: int, context: Tensor | None) -> DiscretizedLogistic | DiscretizedLogisticMixture:
+        """The quantized coding-path prior of ``z_index`` given its context ``y_index`` (``None`` for the top).
+
+        Means and log-scales are multiples of ``2^-PARAMETER_BITS`` computed in exact arithmetic, so encoder and
+        decoder build identical coding tables from them on any machine. For the top level the distribution has
+        the event shape ``(C, H, W)`` (the same for every image).
+        """
+        level = self.levels[index]
+        if level.last:
+            return level.distribution(None, exact=True)
+        return level.distribution(context.to(torch.float64))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Training: minimise Eq. (6) with straight-through gradients (3)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def parameter_groups(model: IDF, lr: float) -> list[dict]:
+    """Optimiser groups: couplings at ``lr``, the factor-out prior networks at ``2.5 lr``, the top prior's
+    per-dimension parameters at ``25 lr``. (Prior log-scales start broad and must shrink by several nats; per-
+    dimension parameters get one gradient each, so they move only ``lr`` per step under Adam at the base rate. The
+    paper trains for hundreds of epochs with one rate; our short runs need the priors to catch up quickly.)"""
+    top, conditional, rest = [], [], []
+    for name, parameter in model.named_parameters():
+        if ".prior.net." in name:
+            conditional.append(parameter)
+        elif ".prior." in name:
+            top.append(parameter)
+        else:
+            rest.append(parameter)
+    return [dict(params=rest, lr=lr), dict(params=conditional, lr=2.5 * lr), dict(params=top, lr=25 * lr)]
+
+
+def train_idf(
+    model: IDF,
+    dataset: str,
+    *,
+    epochs: int = 1,
+    max_steps: int | None = None,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    train_subset: int | None = None,
+    eval_images: int = 1000,
+    progress: bool = True,
+) -> dict:
+    """Train ``model`` on ``dataset``'s training images (``"mnist"``, ``"fashion_mnist"``) by minimising the bits per
+    dimension (6) with Adam (:func:`parameter_groups`) and a cosine learning-rate decay to zero.
+
+    Returns metadata for :func:`flowlib.train.train_or_load`: the model config, seconds, steps, the mean training
+    bits/dim per epoch and the bits/dim of ``eval_images`` test images after each epoch.
+    """
+    from flowlib.data import image_loader, load_images
+    from flowlib.train import fit
+
+    loader = image_loader(dataset, "train", batch_size, subset=train_subset, form="uint8", shuffle=True, drop_last=True)
+    steps_per_epoch = len(loader) if max_steps is None else min(len(loader), max_steps)
+    total_steps = steps_per_epoch * epochs if max_steps is None else min(max_steps, len(loader) * epochs)
+    optimizer = torch.optim.Adam(parameter_groups(model, lr))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+    test_images, _ = load_images(dataset, "test", subset=eval_images)
+
+    def loss_fn(model: IDF, batch) -> Tensor:
+        images, _ = batch
+        return model.bits_per_dim(images).mean()  # Eq. (6)
+
+    def eval_fn(model: IDF) -> float:
+        return float(torch.cat([model.bits_per_dim(part) for part in test_images.split(500)]).mean())
+
+    history = fit(
+        model, loss_fn, loader, epochs=epochs, max_steps=max_steps, optimizer=optimizer, scheduler=scheduler,
+        eval_fn=eval_fn, device="cpu", progress=progress, desc=f"IDF {dataset}",
+    )
+    per_epoch = [
+        sum(chunk) / len(chunk)
+        for chunk in (
+            history.train_loss[i : i + steps_per_epoch] for i in range(0, len(history.train_loss), steps_per_epoch)
+        )
+    ]
+    return dict(
+        config=model.config, dataset=dataset, seconds=round(history.seconds, 1), steps=len(history.train_loss),
+        batch_size=batch_size, lr=lr, train_bits_per_dim=per_epoch, test_bits_per_dim=history.eval_loss,
+        eval_images=eval_images,
+    )
