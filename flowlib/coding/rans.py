@@ -297,6 +297,33 @@ def _uniform_shift(bits: int, precision: int) -> int:
     return precision - bits
 
 
+_MAX_FINE = 16  # the last level of VectorRANS.pop's symbol search compares up to 15 consecutive entries at once
+
+
+def _search_plan(alphabet: int) -> tuple[list[int], int]:
+    """The levels of :meth:`VectorRANS.pop`'s search for ``s``, the number of entries ``1..K-1`` of a row ``<= slot``.
+
+    ``c`` binary levels narrow ``s`` down to ``fine = ceil(K / 2**c) <= _MAX_FINE`` candidates, which one last
+    level compares all at once. Invariant, with ``pos`` starting at 0 and ``span`` at ``K``:
+    ``pos <= s <= pos + span - 1 <= K - 1``. A binary level with stride ``d`` adds ``d`` to ``pos`` if
+    ``cdf[pos + d] <= slot``; its ``span`` becomes ``fine * 2**j`` for the levels ``j = c - 1, ..., 0``, and its
+    stride is the span it leaves, except on the first level, whose stride ``K - fine * 2**(c - 1)`` (>= 1) lines the
+    rest up with the row's end. The last level adds the number of the entries ``pos + 1 .. pos + fine - 1`` that
+    are ``<= slot`` (rows are non-decreasing, so these form a prefix), which makes ``pos = s``. No probe leaves the
+    row. Binary levels read one cache line of each row, far apart; the last one reads about two, adjacent.
+
+    Returns ``(strides of the binary levels, fine)``.
+    """
+    levels = 0
+    while -(-alphabet >> levels) > _MAX_FINE:
+        levels += 1
+    fine = -(-alphabet >> levels)  # ceil(K / 2**levels)
+    strides = [fine << level for level in range(levels - 1, -1, -1)]
+    if strides:
+        strides[0] = alphabet - strides[0]
+    return strides, fine
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Vectorised coder with interleaved lanes
 # --------------------------------------------------------------------------------------------------------------
@@ -420,59 +447,85 @@ class VectorRANS:
     def pop(self, cdf: np.ndarray) -> np.ndarray:
         """Decode one symbol per row of ``cdf`` (N, K+1), the tables they were pushed with; returns (N,) int64."""
         cdf = self._check_cdf(cdf, -1)
-        alphabet = cdf.shape[1] - 1
-        flat = cdf.reshape(-1)
-        lane_offsets = np.arange(self.num_lanes, dtype=np.int64) * (alphabet + 1)
-        # Each lane binary-searches its own row for the last symbol s with cdf[s] <= slot, without branches. The
-        # first probe, at K - half (half = the largest power of two <= K - 1), leaves exactly half candidates, which
-        # the steps half / 2, ..., 1 then narrow down; no probe leaves the row. (Comparing whole rows instead reads
-        # every cache line of the table, which is slower for more than a few lanes.)
-        half = 1 << ((alphabet - 1).bit_length() - 1) if alphabet > 1 else 0
+        count, width = cdf.shape  # width = K + 1 entries per row
+        flat, following = cdf.reshape(-1), cdf.reshape(-1)[1:]  # following[i] = flat[i + 1]
+        # Each lane searches its own row for the symbol s = the number of entries 1..K-1 that are <= slot, as
+        # _search_plan describes; ``position`` is the flat index of cdf[row, pos]. Every index stays inside its row,
+        # so mode="clip" never clips (it only lets take write into ``out`` without a bounds-checked copy).
+        strides, fine = _search_plan(width - 1)
+        shifted = [(flat[stride:], np.int64(stride)) for stride in strides]  # flat[stride:][i] = flat[i + stride]
+        fine_offsets = np.arange(1, fine, dtype=np.int64)[:, None]
+        row_starts = np.arange(count, dtype=np.int64) * width
+        positions = row_starts.copy()  # ends as the flat index of each symbol's start, cdf[i, s_i]
+        buffers = {}
+
+        def make_buffers(lanes: int):
+            return (
+                np.empty(lanes, dtype=flat.dtype),  # a binary level's entries
+                np.empty(lanes, dtype=bool),  # entry <= slot
+                np.empty(lanes, dtype=np.int64),  # what the level adds to ``position``
+                np.empty((fine - 1, lanes), dtype=np.int64),  # the last level's flat indices
+                np.empty((fine - 1, lanes), dtype=flat.dtype),  # its entries, (probes, lanes): calls loop over lanes
+                np.empty((fine - 1, lanes), dtype=np.uint8),  # entry <= slot, as 0 or 1
+                np.empty(lanes, dtype=np.uint8),  # the number of its entries <= slot
+            )
 
         def find(first: int, slot: np.ndarray):
-            slot = slot.astype(cdf.dtype)
-            base = lane_offsets[: len(slot)] + first * (alphabet + 1)  # flat index of each lane's row
-            position = base
-            if half:
-                candidate = base + (alphabet - half)
-                position = np.where(flat[candidate] <= slot, candidate, base)
-                step = half >> 1
-                while step:
-                    candidate = position + step
-                    position = np.where(flat[candidate] <= slot, candidate, position)
-                    step >>= 1
-            start = flat[position]
-            frequency = (flat[position + 1] - start).astype(np.uint64)
-            return position - base, start.astype(np.uint64), frequency
+            lanes = len(slot)
+            if lanes not in buffers:
+                buffers[lanes] = make_buffers(lanes)
+            entry, is_below, step, index, entries, below, count_below = buffers[lanes]
+            position = positions[first : first + lanes]  # a view, starting at the chunk's row starts
+            for view, stride in shifted:
+                view.take(position, out=entry, mode="clip")
+                np.less_equal(entry, slot, out=is_below)
+                position += np.multiply(is_below, stride, out=step)
+            if fine > 1:
+                np.add(fine_offsets, position, out=index)
+                flat.take(index, out=entries, mode="clip")
+                np.less_equal(entries, slot, out=below)
+                position += np.add.reduce(below, axis=0, out=count_below)
+            start = flat.take(position)
+            return start, following.take(position) - start
 
-        return self._pop_intervals(len(cdf), find)
+        self._pop_intervals(count, find, flat.dtype)
+        return positions - row_starts
 
     def pop_uniform(self, count: int, bits: int) -> np.ndarray:
         """Decode ``count`` integers pushed by :meth:`push_uniform`; returns (count,) int64."""
         shift = np.uint64(_uniform_shift(bits, self.precision))
         frequency = np.uint64(1) << shift
+        symbols = np.empty(int(count), dtype=np.int64)
 
         def find(first: int, slot: np.ndarray):
             symbol = slot >> shift
-            return symbol.astype(np.int64), symbol << shift, frequency
+            symbols[first : first + len(slot)] = symbol
+            return symbol << shift, frequency
 
-        return self._pop_intervals(int(count), find)
+        self._pop_intervals(int(count), find, np.dtype(np.uint64))
+        return symbols
 
-    def _pop_intervals(self, count: int, find: Callable) -> np.ndarray:
-        """Decode ``count`` symbols, chunk by chunk, first chunk first; ``find(first_index, slot)`` looks them up."""
+    def _pop_intervals(self, count: int, find: Callable, slot_dtype: np.dtype) -> None:
+        """Decode ``count`` symbols, chunk by chunk, first chunk first.
+
+        ``find(first_index, slot)`` takes the slots (lanes,) ``slot_dtype`` of the chunk that starts at symbol
+        ``first_index``, records its symbols, and returns their intervals ``(start, frequency)``: integer arrays
+        (of any integer type that holds ``2**precision``) or scalars.
+        """
         lanes, precision = self.num_lanes, np.uint64(self.precision)
         mask, lower, word_bits = np.uint64((1 << self.precision) - 1), np.uint64(RANS_LOWER_BOUND), np.uint64(WORD_BITS)
         stack, state = self._stack, self._state
-        symbols = np.empty(count, dtype=np.int64)
         top = self._top
 
-        def decode(x, first, top):
-            slot = x & mask
-            symbol, start, frequency = find(first, slot)
-            symbols[first : first + len(x)] = symbol
-            x = frequency * (x >> precision) + slot - start
+        def decode(x, first, top, slot):
+            np.bitwise_and(x, mask, out=slot, casting="unsafe")  # slot < 2**precision fits slot_dtype
+            start, frequency = find(first, slot)
+            # x = f * (x // 2**p) + slot - start, in uint64 whatever the table's integer type.
+            x = np.multiply(x >> precision, frequency, dtype=np.uint64, casting="unsafe")
+            np.add(x, slot, out=x, dtype=np.uint64, casting="unsafe")
+            np.subtract(x, start, out=x, dtype=np.uint64, casting="unsafe")
             need = x < lower
-            moved = int(np.count_nonzero(need))
+            moved = np.count_nonzero(need)
             if moved:
                 if moved > top:
                     raise CorruptStreamError(
@@ -484,13 +537,13 @@ class VectorRANS:
             return x, top
 
         full, rest = divmod(count, lanes)
+        slot = np.empty(lanes, dtype=slot_dtype)
         for chunk in range(full):
-            state, top = decode(state, chunk * lanes, top)
+            state, top = decode(state, chunk * lanes, top, slot)
         if rest:
             state = state.copy()
-            state[:rest], top = decode(state[:rest], full * lanes, top)
+            state[:rest], top = decode(state[:rest], full * lanes, top, slot[:rest])
         self._state, self._top = state, top
-        return symbols
 
     # ---------------------------------------------------------------------------------------------- state
     def check_finished(self) -> None:
