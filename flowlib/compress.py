@@ -11,7 +11,9 @@ How a file is made (:func:`compress`), for images ``x`` of one shape:
    ``z_1`` first and ``z_L`` last, image chunk after image chunk, and the decoder walks everything backwards.
 3. A table covers a window of ``K`` integers around each value's distribution (``+-16`` scales; the window width
    comes from the quantized scale, so the decoder knows it); the rare value outside its window is escaped
-   (:func:`flowlib.coding.push_with_escape`). Windows keep the tables small: most latents are nearly certain.
+   (:func:`flowlib.coding.push_with_escape`). Windows keep the tables small: most latents are nearly certain. A
+   mixture's window spans its components of non-negligible weight; tables are built in batches of at most
+   :data:`TABLE_ENTRIES` entries, so memory stays bounded however wide the windows are.
 4. A CRC-32 of the pixels goes in first (so it is decoded last and checked), and the stream is wrapped in the
    flowlib container (:func:`flowlib.coding.pack`) with the model's fingerprint (:func:`model_fingerprint`).
 
@@ -80,6 +82,10 @@ MAX_LANES = 64  # interleaved rANS states; each costs ~4-8 bytes at the end of t
 TAIL_SCALES = 16.0  # a window reaches this many logistic scales from the mean (mass beyond ~2e-7)
 HALF_WIDTHS = tuple(2**k for k in range(2, 15))  # window half-widths W = 4 .. 16384: tables of K = 2W + 1 values
 CHUNK_IMAGES = 256  # images per network call
+TABLE_ENTRIES = 1 << 22  # tables are built and coded in batches of at most this many entries (16 MiB of uint32)
+MIN_TOP_WEIGHT = 1e-7  # top-prior components below this weight do not widen a window (their values are escaped)
+MIN_FACTOR_WEIGHT = 1e-2  # the same for the factor-out mixtures (tables built per value: speed matters; their
+# broad low-weight components would widen most windows to ~1000 values; escaping their rare values costs little)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -145,21 +151,37 @@ def _logistic_plan(distribution: DiscretizedLogistic) -> tuple[np.ndarray, np.nd
     return offset, bucket, tables
 
 
-def _mixture_plan(distribution: DiscretizedLogisticMixture, num_images: int) -> tuple[np.ndarray, np.ndarray, Callable]:
-    """Like :func:`_logistic_plan` for the top prior: one window per dimension, shared by all images."""
+def _mixture_parameters(distribution: DiscretizedLogisticMixture) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Means, log-scales and weight logits of a mixture as float64 arrays ``(N, M)``."""
     components = distribution.num_components
-    means = distribution.means.reshape(-1, components).double().cpu().numpy()
-    log_scales = distribution.log_scales.reshape(-1, components).double().cpu().numpy()
-    logits = distribution.logit_weights.reshape(-1, components).double().cpu().numpy()
-    reach = TAIL_SCALES * np.exp(log_scales)
+    return tuple(
+        value.reshape(-1, components).double().cpu().numpy()
+        for value in (distribution.means, distribution.log_scales, distribution.logit_weights)
+    )
+
+
+def _mixture_windows(
+    means: np.ndarray, log_scales: np.ndarray, logits: np.ndarray, min_weight: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per mixture ``(N, M)``: window offset, bucket and size covering every component of weight ``w >= min_weight``
+    to ``TAIL_SCALES + log(w)`` of its scales (so each component leaves at most ``e^-TAIL_SCALES`` of mass outside).
+    Components of smaller weight do not widen the window; their rare far values are escaped."""
     log_weights = logits - logits.max(axis=1, keepdims=True)
-    active = log_weights - np.log(np.exp(log_weights).sum(axis=1, keepdims=True)) > math.log(1e-7)
-    # components of negligible weight do not widen the window (their rare far values are escaped)
+    log_weights = log_weights - np.log(np.exp(log_weights).sum(axis=1, keepdims=True))
+    reach = np.maximum(TAIL_SCALES + log_weights, 0.0) * np.exp(log_scales)
+    active = log_weights > math.log(min_weight)
     low = np.floor(np.where(active, means - reach, np.inf).min(axis=1))
     high = np.ceil(np.where(active, means + reach, -np.inf).max(axis=1))
     bucket = _bucket((high - low) / 2)
     size = 2 * np.asarray(HALF_WIDTHS, dtype=np.int64)[bucket] + 1
     offset = (np.floor((low + high) / 2) - size // 2).astype(np.int64)
+    return offset, bucket, size
+
+
+def _mixture_plan(distribution: DiscretizedLogisticMixture, num_images: int) -> tuple[np.ndarray, np.ndarray, Callable]:
+    """Like :func:`_logistic_plan` for the top prior: one window per dimension, shared by all images."""
+    means, log_scales, logits = _mixture_parameters(distribution)
+    offset, bucket, size = _mixture_windows(means, log_scales, logits, MIN_TOP_WEIGHT)
     per_dim = {}
     for index in np.unique(bucket):  # one table per dimension, built once
         dims = np.flatnonzero(bucket == index)
@@ -179,32 +201,51 @@ def _mixture_plan(distribution: DiscretizedLogisticMixture, num_images: int) -> 
     return np.tile(offset, num_images), np.tile(bucket, num_images), tables
 
 
-def _plan(distribution, num_images: int):
+def _conditional_mixture_plan(distribution: DiscretizedLogisticMixture) -> tuple[np.ndarray, np.ndarray, Callable]:
+    """Like :func:`_logistic_plan` for a factor-out mixture (Eq. 5b of the IDF module): one mixture per value."""
+    means, log_scales, logits = _mixture_parameters(distribution)
+    offset, bucket, _ = _mixture_windows(means, log_scales, logits, MIN_FACTOR_WEIGHT)
+
+    def tables(selection: np.ndarray, size: int) -> np.ndarray:
+        shifted = means[selection] - offset[selection, None]  # the means relative to the window's first value
+        return discretized_logistic_mixture_cdf_table(
+            shifted, log_scales[selection], logits[selection], 0, size - 1, PRECISION
+        )
+
+    return offset, bucket, tables
+
+
+def _plan(distribution, num_images: int, shared: bool):
+    """Window offsets, buckets and a table builder for one level; ``shared``: one distribution for all images."""
     if isinstance(distribution, DiscretizedLogisticMixture):
-        return _mixture_plan(distribution, num_images)
+        return _mixture_plan(distribution, num_images) if shared else _conditional_mixture_plan(distribution)
     return _logistic_plan(distribution)
 
 
-def _push_level(coder: VectorRANS, values: Tensor, distribution, num_images: int) -> None:
-    """Push the latents ``values`` (B, ...) of one level, bucket by bucket (pop in reverse bucket order)."""
+def _batches(selection: np.ndarray, size: int) -> list[np.ndarray]:
+    """``selection`` split into consecutive batches whose tables hold at most :data:`TABLE_ENTRIES` entries."""
+    step = max(1, TABLE_ENTRIES // (size + 2))
+    return [selection[first : first + step] for first in range(0, len(selection), step)]
+
+
+def _push_level(coder: VectorRANS, values: Tensor, distribution, num_images: int, shared: bool) -> None:
+    """Push the latents ``values`` (B, ...) of one level, bucket by bucket and batch by batch (popped in reverse)."""
     values = values.reshape(-1).cpu().numpy()
-    offset, bucket, tables = _plan(distribution, num_images)
+    offset, bucket, tables = _plan(distribution, num_images, shared)
     for index in range(len(HALF_WIDTHS)):
-        selection = np.flatnonzero(bucket == index)
-        if selection.size:
-            size = 2 * HALF_WIDTHS[index] + 1
-            push_with_escape(coder, values[selection] - offset[selection], tables(selection, size), 0, size - 1)
+        size = 2 * HALF_WIDTHS[index] + 1
+        for batch in _batches(np.flatnonzero(bucket == index), size):
+            push_with_escape(coder, values[batch] - offset[batch], tables(batch, size), 0, size - 1)
 
 
-def _pop_level(coder: VectorRANS, distribution, num_images: int, num_values: int) -> np.ndarray:
+def _pop_level(coder: VectorRANS, distribution, num_images: int, num_values: int, shared: bool) -> np.ndarray:
     """Pop the ``num_values`` latents of one level pushed by :func:`_push_level` with the same distribution."""
-    offset, bucket, tables = _plan(distribution, num_images)
+    offset, bucket, tables = _plan(distribution, num_images, shared)
     values = np.empty(num_values, dtype=np.int64)
     for index in reversed(range(len(HALF_WIDTHS))):
-        selection = np.flatnonzero(bucket == index)
-        if selection.size:
-            size = 2 * HALF_WIDTHS[index] + 1
-            values[selection] = pop_with_escape(coder, tables(selection, size), 0, size - 1) + offset[selection]
+        size = 2 * HALF_WIDTHS[index] + 1
+        for batch in reversed(_batches(np.flatnonzero(bucket == index), size)):
+            values[batch] = pop_with_escape(coder, tables(batch, size), 0, size - 1) + offset[batch]
     return values
 
 
@@ -250,7 +291,7 @@ def _encode(images: Tensor, model: IDF, coder) -> None:
         chunk = images[first : first + CHUNK_IMAGES]
         latents, contexts = model.forward_integer(chunk, return_contexts=True)
         for index, (latent, context) in enumerate(zip(latents, contexts)):  # z_1 first: it is decoded last
-            _push_level(coder, latent, model.prior(index, context), len(chunk))
+            _push_level(coder, latent, model.prior(index, context), len(chunk), model.levels[index].last)
 
 
 class _InformationCounter:
@@ -300,7 +341,7 @@ def decompress(data: bytes, model: IDF) -> Tensor:
         for index in reversed(range(len(model.levels))):
             shape = (size, *model.levels[index].latent_shape)
             distribution = model.prior(index, y)
-            values = _pop_level(coder, distribution, size, math.prod(shape))
+            values = _pop_level(coder, distribution, size, math.prod(shape), model.levels[index].last)
             y = model.inverse_latent_level(index, y, torch.from_numpy(values).view(shape))
         pixels = y + PIXEL_OFFSET
         if pixels.min() < 0 or pixels.max() > 255:

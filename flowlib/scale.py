@@ -74,9 +74,9 @@ SIZES: dict[str, dict[Scale, dict]] = {
             num_sharpness_samples=200, num_umap_points=200, toy_steps=60,
         ),
         "standard": dict(
-            train_subset=None, test_subset=2_000, pie_batch_size=64, pie_steps=750, pie_lr=2e-3,
+            train_subset=None, test_subset=2_000, pie_batch_size=64, pie_steps=1_800, pie_lr=2e-3,
             hidden_channels=16, num_residual_blocks=0, hidden_features=96,
-            ae_batch_size=128, ae_steps=600, ae_lr=1e-3, ae_base_channels=32,
+            ae_batch_size=128, ae_steps=1_500, ae_lr=1e-3, ae_base_channels=32,
             num_sharpness_samples=2_000, num_umap_points=2_000, toy_steps=600,
         ),
         "full": dict(
@@ -88,16 +88,19 @@ SIZES: dict[str, dict[Scale, dict]] = {
     },
     "07_lossless_compression": {
         "quick": dict(
-            hidden_channels=8, num_couplings=1, num_levels=2, num_components=5, epochs=1, max_steps=30, batch_size=32,
-            lr=3e-3, train_subset=2_048, eval_images=64, test_images=64, determinism_images=16,
+            hidden_channels=8, num_couplings=1, num_levels=2, num_components=5, factor_components=1, epochs=1,
+            max_steps=30, batch_size=32, lr=3e-3, train_subset=2_048, eval_images=64, test_images=64,
+            determinism_images=16,
         ),
         "standard": dict(
-            hidden_channels=32, num_couplings=4, num_levels=2, num_components=5, epochs=1, max_steps=None,
-            batch_size=32, lr=3e-3, train_subset=None, eval_images=1_000, test_images=10_000, determinism_images=256,
+            hidden_channels=40, num_couplings=4, num_levels=2, num_components=5, factor_components=3, epochs=1,
+            max_steps=1_500, batch_size=32, lr=3e-3, train_subset=None, eval_images=1_000, test_images=10_000,
+            determinism_images=256,
         ),
         "full": dict(
-            hidden_channels=128, num_couplings=8, num_levels=2, num_components=5, epochs=100, max_steps=None,
-            batch_size=64, lr=1e-3, train_subset=None, eval_images=10_000, test_images=10_000, determinism_images=1_000,
+            hidden_channels=128, num_couplings=8, num_levels=2, num_components=5, factor_components=5, epochs=100,
+            max_steps=None, batch_size=64, lr=1e-3, train_subset=None, eval_images=10_000, test_images=10_000,
+            determinism_images=1_000,
         ),
     },
 }

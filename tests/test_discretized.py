@@ -39,7 +39,8 @@ def test_doctests() -> None:
 def test_finite_range_sums_to_one_and_matches_brute_force(mean: float, log_scale: float, low: int, width: int) -> None:
     high = low + width
     x = torch.arange(low, high + 1)
-    mean_tensor, log_scale_tensor = torch.tensor(mean, dtype=torch.float64), torch.tensor(log_scale, dtype=torch.float64)
+    mean_tensor = torch.tensor(mean, dtype=torch.float64)
+    log_scale_tensor = torch.tensor(log_scale, dtype=torch.float64)
     log_prob = DiscretizedLogistic(mean_tensor, log_scale_tensor, low, high).log_prob(x)
     assert torch.isfinite(log_prob).all()
     assert torch.logsumexp(log_prob, 0).exp().item() == pytest.approx(1.0, abs=1e-9)

@@ -93,7 +93,8 @@ class DiscretizedLogistic:
         """One integer sample per element (``int64``, the shape of ``mean``): a rounded logistic, clamped."""
         uniform = torch.rand(self.mean.shape, generator=generator, dtype=torch.float64).clamp(1e-12, 1 - 1e-12)
         logistic = torch.log(uniform) - torch.log1p(-uniform)
-        values = torch.round(self.mean.detach().double().cpu() + logistic * self.log_scale.detach().double().cpu().exp())
+        mean, scale = self.mean.detach().double().cpu(), self.log_scale.detach().double().cpu().exp()
+        values = torch.round(mean + logistic * scale)
         if self.low is not None:
             values = values.clamp(self.low, self.high)
         return values.to(torch.int64).to(self.mean.device)

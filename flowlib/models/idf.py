@@ -19,8 +19,12 @@ prior Eq. 13):
     ``y_{L-1} -> z_L``. Hence
         log P(x) = sum_{l<L} log P(z_l | y_l) + log P(z_L).
 (5) Priors: each factored-out ``z_l`` is a discretized logistic (unit bins ``[z - 1/2, z + 1/2]``, blog Eq. 13)
-    whose mean and log-scale come from a small network on the kept ``y_l``; the top ``z_L`` has a mixture of ``M``
-    discretized logistics with learnable parameters per dimension (the paper: about 5 components suffice).
+    whose mean and log-scale come from a small network on the kept ``y_l``, or optionally a mixture of ``M'`` of
+    them whose means, log-scales and weights all come from that network,
+        P(z_l | y_l) = sum_m pi_m(y_l) DLogistic(z_l | mu_m(y_l), s_m(y_l)),                         (5b)
+    which can say "background or ink" for a pixel-like value where one logistic must spread over both; the top
+    ``z_L`` has a mixture of ``M`` discretized logistics with learnable parameters per dimension (the paper: about
+    5 components suffice).
 (6) Loss: bits per dimension ``-log2 P(x) / D``, the rate an ideal entropy coder achieves.
 
 Conventions of flowlib's IDF:
@@ -212,30 +216,68 @@ class IntegerAdditiveCoupling(Transform):
 
 
 class ConditionalLogisticPrior(nn.Module):
-    """``P(z_l | y_l)`` of a factor-out, Eq. (5): a discretized logistic whose mean and log-scale come from ``y_l``.
+    """``P(z_l | y_l)`` of a factor-out: a discretized logistic, Eq. (5), or a mixture of them, Eq. (5b), whose
+    parameters come from ``y_l``.
 
     Arguments:
         context_channels: channels of the kept ``y_l``.
-        num_channels: channels of the factored-out ``z_l``.
+        num_channels: channels ``C`` of the factored-out ``z_l``.
         hidden_channels: width of the network.
         initial_log_scale: log-scale at initialisation (the network's last layer starts at zero).
+        num_components: ``1``: one discretized logistic per value (mean, log-scale); ``M' > 1``: a mixture (5b)
+            (means, log-scales and weight logits of ``M'`` components per value). The component means start spread
+            over the centred pixel range, so the components can specialise.
+
+    Example:
+        >>> prior = ConditionalLogisticPrior(2, 2, hidden_channels=8, num_components=3)
+        >>> distribution = prior(torch.zeros(4, 2, 5, 5))
+        >>> tuple(distribution.means.shape), tuple(distribution.log_prob(torch.zeros(4, 2, 5, 5)).shape)
+        ((4, 2, 5, 5, 3), (4, 2, 5, 5))
     """
 
     def __init__(
-        self, context_channels: int, num_channels: int, hidden_channels: int = 32, initial_log_scale: float = 3.0
+        self,
+        context_channels: int,
+        num_channels: int,
+        hidden_channels: int = 32,
+        initial_log_scale: float = 3.0,
+        num_components: int = 1,
     ):
         super().__init__()
-        self.net = ConditionerNet(context_channels, 2 * num_channels, hidden_channels)
+        if num_components < 1:
+            raise ValueError(f"num_components must be at least 1, got {num_components}")
+        self.num_channels, self.num_components = num_channels, num_components
+        num_parameters = 2 if num_components == 1 else 3 * num_components  # (mean, log-scale[, logit]) per component
+        self.net = ConditionerNet(context_channels, num_parameters * num_channels, hidden_channels)
         self.initial_log_scale = initial_log_scale
+        if num_components > 1:
+            # output channel (parameter p, component m, channel c) is p * M' * C + m * C + c; the means of the
+            # components start at -96 .. 96 (in integer units) instead of all at 0, which would keep them identical
+            spread = torch.linspace(-0.75, 0.75, num_components) * INPUT_SCALE / OUTPUT_SCALE
+            with torch.no_grad():
+                self.net.layers[-1].bias[: num_components * num_channels] = spread.repeat_interleave(num_channels)
 
-    def forward(self, context: Tensor) -> DiscretizedLogistic:
-        """The distribution of ``z_l`` given ``y_l = context`` ``(B, C_y, H, W)``; quantized on the coding path."""
-        mean, log_scale = self.net(context / INPUT_SCALE).chunk(2, dim=1)
+    def forward(self, context: Tensor) -> DiscretizedLogistic | DiscretizedLogisticMixture:
+        """The distribution of ``z_l`` given ``y_l = context`` ``(B, C_y, H, W)``; quantized on the coding path.
+
+        A mixture has its components last: parameters of shape ``(B, C, H, W, M')``.
+        """
+        out = self.net(context / INPUT_SCALE)
+        exact = context.dtype == torch.float64
+        if self.num_components == 1:
+            mean, log_scale = out.chunk(2, dim=1)
+            logits = None
+        else:
+            batch, _, height, width = out.shape
+            out = out.view(batch, 3, self.num_components, self.num_channels, height, width).permute(1, 0, 3, 4, 5, 2)
+            mean, log_scale, logits = out.unbind(0)  # each (B, C, H, W, M')
         mean = OUTPUT_SCALE * mean
         log_scale = (log_scale + self.initial_log_scale).clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
-        if context.dtype == torch.float64:
+        if exact:
             mean, log_scale = quantize(mean, PARAMETER_BITS), quantize(log_scale, PARAMETER_BITS)
-        return DiscretizedLogistic(mean, log_scale)
+        if logits is None:
+            return DiscretizedLogistic(mean, log_scale)
+        return DiscretizedLogisticMixture(mean, log_scale, quantize(logits, PARAMETER_BITS) if exact else logits)
 
 
 class MixturePrior(nn.Module):
@@ -276,6 +318,7 @@ class IDFLevel(nn.Module):
         last: whether this is the top level (no factor-out; a :class:`MixturePrior`).
         num_components: mixture components of the top prior.
         seed: seed of the fixed channel permutations.
+        factor_components: components of the factor-out prior (``1``: one discretized logistic, Eq. 5; more: Eq. 5b).
     """
 
     def __init__(
@@ -286,6 +329,7 @@ class IDFLevel(nn.Module):
         last: bool,
         num_components: int = 5,
         seed: int = 0,
+        factor_components: int = 1,
     ):
         super().__init__()
         channels, height, width = in_shape
@@ -301,7 +345,9 @@ class IDFLevel(nn.Module):
         if last:
             self.prior = MixturePrior((channels, height, width), num_components)
         else:
-            self.prior = ConditionalLogisticPrior(self.num_kept, channels - self.num_kept, hidden_channels)
+            self.prior = ConditionalLogisticPrior(
+                self.num_kept, channels - self.num_kept, hidden_channels, num_components=factor_components
+            )
         self.latent_shape = (channels - (0 if last else self.num_kept), height, width)
         self.out_shape = (self.num_kept, height, width)
 
@@ -333,6 +379,8 @@ class IDF(nn.Module):
         num_couplings: ``K`` couplings per level.
         hidden_channels: width of every network.
         num_components: components of the top prior's mixture.
+        factor_components: components of each factor-out prior: ``1`` (default) a single discretized logistic
+            (Eq. 5), more a conditional mixture (Eq. 5b).
 
     Example:
         >>> model = IDF((1, 8, 8), num_levels=2, num_couplings=2, hidden_channels=8)
@@ -351,18 +399,19 @@ class IDF(nn.Module):
         num_couplings: int = 4,
         hidden_channels: int = 32,
         num_components: int = 5,
+        factor_components: int = 1,
     ):
         super().__init__()
         self.image_shape = tuple(image_shape)
         self.config = dict(
             image_shape=list(image_shape), num_levels=num_levels, num_couplings=num_couplings,
-            hidden_channels=hidden_channels, num_components=num_components,
+            hidden_channels=hidden_channels, num_components=num_components, factor_components=factor_components,
         )
         levels, shape = [], self.image_shape
         for index in range(num_levels):
             level = IDFLevel(
                 shape, num_couplings, hidden_channels, last=index == num_levels - 1,
-                num_components=num_components, seed=100 * index,
+                num_components=num_components, seed=100 * index, factor_components=factor_components,
             )
             levels.append(level)
             shape = level.out_shape
