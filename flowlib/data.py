@@ -111,7 +111,10 @@ def dequantize(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     ``x`` (see :func:`flowlib.metrics.bits_per_dim`). Shapes are preserved.
     """
     noise = torch.rand(x.shape, generator=generator, device=x.device if generator is None else "cpu")
-    return (x.float() + noise.to(x.device)) / 256.0
+    x = x.float()
+    # In float32, x + u rounds up to x + 1 for u within 2^-17 of 1: keep every value strictly inside its own bin.
+    upper = torch.nextafter((x + 1.0) / 256.0, torch.zeros((), device=x.device))
+    return torch.minimum((x + noise.to(x.device)) / 256.0, upper)
 
 
 def _convert(images: Tensor, form: ImageForm) -> Tensor:

@@ -101,10 +101,14 @@ def test_unknown_dataset_and_split():
         data.load_images("mnist", "validation")
 
 
-def test_dequantize_maps_bins_into_unit_interval():
+def test_dequantize_maps_bins_into_unit_interval(monkeypatch):
     x = torch.tensor([[0, 1, 255]], dtype=torch.uint8)
     y = data.dequantize(x, generator=torch.Generator().manual_seed(0))
     assert torch.equal((y * 256).floor().to(torch.uint8), x)
+    # The largest float32 below 1 makes 255 + u round up to 256 in float32: the value must stay in its bin.
+    monkeypatch.setattr(torch, "rand", lambda shape, **kwargs: torch.full(shape, 1.0 - 2**-24))
+    y = data.dequantize(x)
+    assert torch.equal((y * 256).floor().to(torch.uint8), x) and y.max() < 1.0
 
 
 @pytest.mark.parametrize("name", data.TOY_DENSITIES)
