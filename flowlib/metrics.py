@@ -14,11 +14,12 @@ A discrete model (Integer Discrete Flows) gives ``log P(x)`` directly: use ``bin
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["bits_per_dim", "sharpness"]
+__all__ = ["bits_per_dim", "count_parameters", "dataset_bits_per_dim", "sharpness"]
 
 
 def bits_per_dim(log_prob: Tensor, num_dims: int, bin_width: float = 1 / 256) -> Tensor:
@@ -45,6 +46,34 @@ LAPLACE_KERNELS: dict[str, list[list[float]]] = {
     "laplace4": [[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]],
     "laplace8": [[1.0, 1.0, 1.0], [1.0, -8.0, 1.0], [1.0, 1.0, 1.0]],
 }
+
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of scalar parameters of ``model`` (trainable or not)."""
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+@torch.no_grad()
+def dataset_bits_per_dim(model: nn.Module, batches: Iterable, *, seed: int = 1234, device: torch.device | str = "cpu") -> float:
+    """Mean of ``model.bits_per_dim(x)`` over every example of ``batches`` (``(x, label)`` pairs, e.g. a test loader).
+
+    The global torch RNG is seeded with ``seed`` while the batches are drawn, so the dequantization noise (and hence
+    the number) is the same on every run; the caller's RNG state is restored afterwards. The model is put in eval mode.
+    """
+    model.eval().to(device)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        total, count = 0.0, 0
+        for x, _ in batches:
+            bpd = model.bits_per_dim(x.to(device))
+            total, count = total + bpd.sum().item(), count + len(bpd)
+    finally:
+        torch.random.set_rng_state(state)
+    if count == 0:
+        raise ValueError("dataset_bits_per_dim got no examples")
+    return total / count
 
 
 def sharpness(images: Tensor, kernel: str = "laplace4", padding: str = "valid") -> float:

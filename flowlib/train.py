@@ -89,6 +89,18 @@ class History:
     def state_dict(self) -> dict[str, Any]:
         return {"train_loss": self.train_loss, "eval_loss": self.eval_loss, "seconds": self.seconds}
 
+    def curve(self, num_points: int = 10, decimals: int = 4) -> list[float]:
+        """The training loss as about ``num_points`` means over consecutive chunks of steps (for checkpoint metadata).
+
+        Example:
+            >>> History(train_loss=[4.0, 2.0, 3.0, 1.0]).curve(num_points=2)
+            [3.0, 2.0]
+        """
+        losses = self.train_loss
+        chunk = max(1, len(losses) // num_points)
+        return [round(sum(losses[i : i + chunk]) / len(losses[i : i + chunk]), decimals)
+                for i in range(0, len(losses), chunk)]
+
 
 def fit(
     model: nn.Module,

@@ -288,3 +288,37 @@ def test_concurrent_checkpoint_saves_keep_every_manifest_entry(tmp_path):
 def _save_one(directory, index):
     for _ in range(5):
         train.save_checkpoint(nn.Linear(2, 2), f"model{index}", directory=directory)
+
+
+def test_count_parameters_and_history_curve():
+    assert metrics.count_parameters(nn.Linear(3, 2)) == 8
+    history = train.History(train_loss=[float(step) for step in range(10)])
+    assert history.curve(num_points=5) == [0.5, 2.5, 4.5, 6.5, 8.5]
+    assert train.History().curve() == []
+
+
+def test_dataset_bits_per_dim_is_reproducible_and_restores_the_rng():
+    class UniformOnUnitCube(nn.Module):  # density 1 on [0,1)^D: exactly 8 bits/dim whatever the data
+        def bits_per_dim(self, x):
+            return metrics.bits_per_dim(torch.zeros(len(x)), num_dims=x[0].numel())
+
+    batches = [(torch.rand(4, 1, 2, 2), None) for _ in range(3)]
+    torch.manual_seed(5)
+    expected_next = torch.rand(1)
+    torch.manual_seed(5)
+    assert metrics.dataset_bits_per_dim(UniformOnUnitCube(), batches) == pytest.approx(8.0)
+    assert torch.equal(torch.rand(1), expected_next)  # caller's RNG state restored
+    with pytest.raises(ValueError, match="no examples"):
+        metrics.dataset_bits_per_dim(UniformOnUnitCube(), [])
+
+
+@needs_data
+def test_dataset_bits_per_dim_fixes_the_dequantization_noise():
+    class MeanPixel(nn.Module):
+        def bits_per_dim(self, x):
+            return x.flatten(1).mean(1)
+
+    loader = data.image_loader("mnist", "test", 8, subset=16, shuffle=False)
+    first = metrics.dataset_bits_per_dim(MeanPixel(), loader, seed=3)
+    assert first == metrics.dataset_bits_per_dim(MeanPixel(), loader, seed=3)
+    assert first != metrics.dataset_bits_per_dim(MeanPixel(), loader, seed=4)
