@@ -14,6 +14,8 @@ from typing import Literal
 
 import torch
 
+from flowlib.device import default_device
+
 __all__ = ["SCALES", "SIZES", "current_scale", "sizes", "describe_run"]
 
 Scale = Literal["quick", "standard", "full"]
@@ -126,8 +128,6 @@ def sizes(chapter: str, scale: Scale | None = None) -> SimpleNamespace:
 
 def describe_run(device: torch.device | str | None = None) -> str:
     """One line naming the scale, device and versions that a notebook's outputs came from (print it at the top)."""
-    from flowlib.train import default_device
-
     device = torch.device(device) if device is not None else default_device()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     return (

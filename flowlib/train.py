@@ -27,6 +27,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from flowlib.device import default_device
+from flowlib.scale import current_scale
+
 __all__ = [
     "CHECKPOINT_DIR",
     "CheckpointError",
@@ -50,15 +53,6 @@ class NonFiniteLossError(FloatingPointError):
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing from the manifest, or its bytes do not match the recorded sha256."""
-
-
-def default_device() -> torch.device:
-    """``cuda`` if available, else Apple's ``mps``, else ``cpu``."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def seed_everything(seed: int = 0) -> torch.Generator:
@@ -274,8 +268,6 @@ def train_or_load(
     defaults to True except at the ``quick`` scale, whose throw-away weights never enter the committed manifest.
     Returns ``(model, metadata)``; the model is in eval mode.
     """
-    from flowlib.scale import current_scale
-
     directory = Path(directory or CHECKPOINT_DIR)
     if retrain is None:
         retrain = os.environ.get("FLOWLIB_RETRAIN", "0") not in ("", "0", "false", "False")
