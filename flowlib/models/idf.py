@@ -78,12 +78,13 @@ OUTPUT_SCALE = 16.0  # network outputs are multiplied by 16: shifts and prior me
 WEIGHT_BITS = 16  # coding path: weights and biases on the grid 2^-16
 ACTIVATION_BITS = 18  # coding path: network activations on the grid 2^-18
 PARAMETER_BITS = 12  # coding path: prior means and log-scales on the grid 2^-12 before building tables
-_EXACT_BOUND = 2.0 ** (52 - WEIGHT_BITS - ACTIVATION_BITS)  # |partial sums| below this are exact in float64
 LOG_SCALE_MIN, LOG_SCALE_MAX = -6.0, 6.0  # prior scales between e^-6 (one certain bin) and e^6 (~ 400 values)
 
 
-class ExactArithmeticError(ArithmeticError):
-    """The coding path's fixed-point arithmetic would lose exactness (activations grew too large)."""
+class ExactArithmeticError(ArithmeticError, ValueError):
+    """The coding path's fixed-point arithmetic would lose exactness: the network's weights or activations are too
+    large (or not finite). Raised by :meth:`IDF.forward_integer` and :func:`flowlib.compress.compress` for a model
+    whose weights have diverged; :func:`flowlib.compress.decompress` reports it as a corrupt stream."""
 
 
 def round_ste(x: Tensor) -> Tensor:
@@ -96,37 +97,83 @@ def quantize(x: Tensor, bits: int) -> Tensor:
     return torch.round(x * 2.0**bits) / 2.0**bits
 
 
-def _exact_conv2d(x: Tensor, conv: nn.Conv2d) -> Tensor:
-    """``conv(x)`` in exact float64 arithmetic: ``x`` on the grid ``2^-ACTIVATION_BITS``, weights rounded.
+EXACT_BLOCK = 2048  # pixel positions per block of the exact network: a block's activations stay in the CPU cache
+_EXACT_LIMIT = 2.0**52  # integers below this, and every partial sum of them, are exact in float64
 
-    Every product lies on the grid ``2^-(WEIGHT_BITS + ACTIVATION_BITS) = 2^-34`` and every partial sum is bounded
-    by ``max|x| * max_o sum_i |w_oi| + max|b|``; below ``2^(52 - 34)`` all of them are exact, so the result does not
-    depend on the order of summation. Explicit matrix products (im2col, or one 1x1 map per kernel tap followed by
-    shifted sums) avoid convolution algorithms (FFT, Winograd) that would round intermediate values.
-    """
-    weight = quantize(conv.weight.detach().double(), WEIGHT_BITS)
-    bias = quantize(conv.bias.detach().double(), WEIGHT_BITS)
-    bound = x.abs().max() * weight.abs().sum(dim=(1, 2, 3)).max() + bias.abs().max()
-    if bound >= _EXACT_BOUND:
+
+def _integer_layer(conv: nn.Conv2d) -> tuple[Tensor, Tensor]:
+    """``conv``'s weights as a matrix ``(C_out, k * k * C_in)`` (columns ordered kernel row, kernel column, channel)
+    and its bias ``(C_out, 1)``, both in units of ``2^-WEIGHT_BITS`` (float64 integers)."""
+    weight = torch.round(conv.weight.detach().double() * 2.0**WEIGHT_BITS)
+    bias = torch.round(conv.bias.detach().double() * 2.0**WEIGHT_BITS)
+    if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
+        raise ExactArithmeticError("the network has weights that are not finite (NaN or inf): retrain the model")
+    return weight.permute(0, 2, 3, 1).reshape(conv.out_channels, -1), bias.view(-1, 1)
+
+
+def _check_exact(weight: Tensor, bias: Tensor, input_bound: Tensor) -> None:
+    """Raise unless every partial sum of ``weight @ inputs + bias * 2^ACTIVATION_BITS`` stays below ``2^52`` for
+    inputs bounded by ``input_bound`` (then the sums are exact, whatever order they run in: threads, BLAS, device)."""
+    bound = input_bound * weight.abs().sum(dim=1).max() + bias.abs().max() * 2.0**ACTIVATION_BITS
+    if not bound < _EXACT_LIMIT:
         raise ExactArithmeticError(
-            f"exact convolution bound {bound.item():.3g} exceeds {_EXACT_BOUND:.3g}: the network's activations are "
+            f"exact network bound {bound.item():.3g} (in units of 2^-34) reaches 2^52: the network's activations are "
             "too large for exact float64 arithmetic; the model's weights have diverged, retrain it"
         )
-    batch, channels, height, width = x.shape
-    out_channels, (kernel_height, kernel_width) = conv.out_channels, conv.kernel_size
-    if out_channels >= channels or kernel_height * kernel_width == 1:
-        columns = F.unfold(x, conv.kernel_size, padding=conv.padding)  # (B, C_in * k * k, H * W)
-        out = weight.view(out_channels, -1) @ columns + bias.view(-1, 1)
-        return out.view(batch, out_channels, height, width)
-    # Few output channels: apply every kernel tap as a 1x1 map first, then add the shifted maps (cheaper than im2col).
-    padded = F.pad(x, (conv.padding[1], conv.padding[1], conv.padding[0], conv.padding[0]))
-    taps = weight.permute(2, 3, 0, 1).reshape(-1, channels) @ padded.flatten(2)  # (B, k * k * C_out, H_p * W_p)
-    taps = taps.view(batch, kernel_height, kernel_width, out_channels, *padded.shape[2:])
-    out = bias.view(1, -1, 1, 1).expand(batch, out_channels, height, width).clone()
-    for i in range(kernel_height):
-        for j in range(kernel_width):
-            out += taps[:, i, j, :, i : i + height, j : j + width]
+
+
+def _exact_layer(weight: Tensor, bias: Tensor, x: Tensor, bound: Tensor) -> Tensor:
+    """One convolution (3x3 with padding 1, or 1x1) of integer activations ``x`` (C, B, H, W) bounded by ``bound``:
+    ``W x + bias * 2^ACTIVATION_BITS`` (C_out, B, H, W) in units of ``2^-34``, exact (checked, so any order of the
+    sums gives these integers). A 3x3 layer with more output than input channels is one matrix product with the
+    nine zero-padded shifted copies of ``x``; with fewer, each kernel tap is applied as a 1x1 map (nine small outputs
+    instead of nine copies of a wide input) and the nine maps are added at their offsets."""
+    _check_exact(weight, bias, bound)
+    channels, batch, height, width = x.shape
+    out_channels = len(bias)
+    if weight.shape[1] == channels:  # 1x1
+        return torch.addmm(bias * 2.0**ACTIVATION_BITS, weight, x.reshape(channels, -1)).view(-1, batch, height, width)
+    if out_channels >= channels:
+        padded = F.pad(x, (1, 1, 1, 1))
+        shifted = [padded[:, :, row : row + height, column : column + width] for row in range(3) for column in range(3)]
+        inputs = torch.stack(shifted).view(9 * channels, -1)
+        return torch.addmm(bias * 2.0**ACTIVATION_BITS, weight, inputs).view(-1, batch, height, width)
+    taps_weight = weight.view(out_channels, 3, 3, channels).permute(1, 2, 0, 3).reshape(9 * out_channels, channels)
+    taps = (taps_weight @ x.reshape(channels, -1)).view(3, 3, out_channels, batch, height, width)
+    taps = F.pad(taps, (1, 1, 1, 1))  # tap (i, j) at (y', x') adds to the output at (y' + 1 - i, x' + 1 - j)
+    out = (bias * 2.0**ACTIVATION_BITS).view(-1, 1, 1, 1).expand(out_channels, batch, height, width).clone()
+    for row in range(3):
+        for column in range(3):
+            out += taps[row, column, :, :, row : row + height, column : column + width]
     return out
+
+
+def _exact_network(layers: nn.ModuleList, x: Tensor) -> Tensor:
+    """The :class:`ConditionerNet` ``3x3 conv, ReLU, 1x1 conv, ReLU, 3x3 conv`` on the coding path, exactly.
+
+    ``x`` (B, C, H, W) float64 on the grid ``2^-ACTIVATION_BITS``. Every quantity is held as an integer: inputs and
+    activations ``A`` in units of ``2^-18``, weights ``W`` and biases in ``2^-16``, so a layer's sums ``W A`` are
+    integers in units of ``2^-34``; the next activation is ``relu(round(sum / 2^16))`` (in ``2^-18`` again). Below
+    ``2^52`` every product and partial sum of integers is exact in float64 (checked per layer), so the output does
+    not depend on the order of summation (:func:`_exact_layer`). The images go through in blocks of about
+    :data:`EXACT_BLOCK` pixel positions, so that a block's activations stay in the CPU cache. Returns the network's
+    output in real units (float64, exact).
+    """
+    (weight_in, bias_in), (weight_mid, bias_mid), (weight_out, bias_out) = (_integer_layer(conv) for conv in layers)
+    batch, _, height, width = x.shape
+    integers = x.transpose(0, 1) * 2.0**ACTIVATION_BITS  # (C, B, H, W)
+    input_bound = integers.abs().max() if batch else 0.0
+    out = x.new_empty(len(bias_out), batch, height, width)
+    step = max(1, EXACT_BLOCK // (height * width))
+    for first in range(0, batch, step):
+        images = slice(first, first + step)
+        hidden, bound = integers[:, images], input_bound
+        for weight, bias in ((weight_in, bias_in), (weight_mid, bias_mid)):
+            hidden = _exact_layer(weight, bias, hidden, bound)
+            hidden = hidden.mul_(2.0**-WEIGHT_BITS).round_().clamp_min_(0)  # ReLU after rounding: the same integers
+            bound = hidden.max()
+        out[:, images] = _exact_layer(weight_out, bias_out, hidden, bound)
+    return out.transpose(0, 1) * 2.0 ** -(WEIGHT_BITS + ACTIVATION_BITS)
 
 
 class ConditionerNet(nn.Module):
@@ -153,13 +200,12 @@ class ConditionerNet(nn.Module):
         nn.init.zeros_(self.layers[-1].bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        exact = x.dtype == torch.float64
+        if x.dtype == torch.float64:
+            return _exact_network(self.layers, x)
         for index, layer in enumerate(self.layers):
-            x = _exact_conv2d(x, layer) if exact else layer(x)
+            x = layer(x)
             if index < len(self.layers) - 1:
                 x = torch.relu(x)
-                if exact:
-                    x = quantize(x, ACTIVATION_BITS)
         return x
 
 
@@ -403,6 +449,13 @@ class IDF(nn.Module):
     ):
         super().__init__()
         self.image_shape = tuple(image_shape)
+        factor = 2**num_levels
+        if len(self.image_shape) != 3 or self.image_shape[1] % factor or self.image_shape[2] % factor:
+            raise InputShapeError(
+                f"IDF with num_levels={num_levels} halves the height and width at every level, so image_shape must "
+                f"be (C, H, W) with H and W divisible by {factor}; got {self.image_shape} (crop or pad the images, "
+                "or use fewer levels)"
+            )
         self.config = dict(
             image_shape=list(image_shape), num_levels=num_levels, num_couplings=num_couplings,
             hidden_channels=hidden_channels, num_components=num_components, factor_components=factor_components,
@@ -482,20 +535,23 @@ class IDF(nn.Module):
     def inverse_integer(self, latents: list[Tensor]) -> Tensor:
         """``uint8`` images ``(B, C, H, W)`` from latents ``[z_1, ..., z_L]``, inverting :meth:`forward_integer`.
 
-        Raises ``ValueError`` if the latents do not map to pixels in ``0..255`` (they were not made by this model).
+        Raises ``ValueError`` if the latents are not integers (NaN, infinite or fractional values) or do not map to
+        pixels in ``0..255`` (they were not made by this model).
         """
         if len(latents) != len(self.levels):
             raise ValueError(f"expected {len(self.levels)} latent tensors (one per level), got {len(latents)}")
         y = None
         for index in reversed(range(len(self.levels))):
-            expected = self.levels[index].latent_shape
-            if tuple(latents[index].shape[1:]) != expected:
+            latent, expected = latents[index], self.levels[index].latent_shape
+            if tuple(latent.shape[1:]) != expected or len(latent) != len(latents[0]):
                 raise InputShapeError(
-                    f"latent {index} should have shape (B, {expected}), got {tuple(latents[index].shape)}"
+                    f"latent {index} should have shape ({len(latents[0])}, {expected}), got {tuple(latent.shape)}"
                 )
-            y = self.inverse_latent_level(index, y, latents[index])
+            if latent.is_floating_point() and not bool((torch.isfinite(latent) & (latent == latent.round())).all()):
+                raise ValueError(f"latent {index} holds values that are not integers (NaN, inf or fractions)")
+            y = self.inverse_latent_level(index, y, latent)
         pixels = y + PIXEL_OFFSET
-        if pixels.min() < 0 or pixels.max() > 255:
+        if bool(((pixels < 0) | (pixels > 255)).any()):
             raise ValueError("these latents do not decode to pixels in 0..255; they were not produced by this model")
         return pixels.to(torch.uint8)
 
