@@ -13,7 +13,7 @@ Example:
     >>> import torch
     >>> from flowlib.models.idf import IDF
     >>> model = IDF((1, 8, 8), num_levels=2, num_couplings=1, hidden_channels=4)
-    >>> images = torch.randint(0, 256, (5, 1, 8, 8), dtype=torch.uint8)
+    >>> images = torch.full((5, 1, 8, 8), 128, dtype=torch.uint8)
     >>> data = compress(images, model)
     >>> bool(torch.equal(decompress(data, model), images))
     True
@@ -71,8 +71,8 @@ class _CallableModule(types.ModuleType):
     """``flowlib.compress`` is this package (so ``python -m flowlib.compress`` runs the command line), and calling
     it, ``flowlib.compress(images, model)``, calls :func:`compress`."""
 
-    def __call__(self, images: Tensor | np.ndarray, model: IDF) -> bytes:
-        return compress(images, model)
+    def __call__(self, images: Tensor | np.ndarray, model: IDF, *, allow_raw: bool = True) -> bytes:
+        return compress(images, model, allow_raw=allow_raw)
 
 
 sys.modules[__name__].__class__ = _CallableModule

@@ -217,13 +217,14 @@ class _Priors:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def compress(images: Tensor | np.ndarray, model: IDF) -> bytes:
+def compress(images: Tensor | np.ndarray, model: IDF, *, allow_raw: bool = True) -> bytes:
     """A flowlib file holding ``images`` (``uint8``, ``(N, C, H, W)`` or greyscale ``(N, H, W)``), coded with ``model``.
 
     The model is used as it is (its mode, device and weights stay untouched); its networks run on its device,
-    in exact arithmetic, so a GPU and a CPU write the same file. Raises ``TypeError``/``ValueError`` for images of
-    the wrong type or shape, and :class:`flowlib.models.idf.ExactArithmeticError` (a ``ValueError``) for a model
-    whose weights have diverged. Warns with :class:`RawChunkWarning` when chunks are stored raw.
+    in exact arithmetic, so a GPU and a CPU write the same file. A chunk the model would code in more than 8 bits
+    per pixel is stored raw, with a :class:`RawChunkWarning` (``allow_raw=False``: code every chunk with the model,
+    e.g. to measure it). Raises ``TypeError``/``ValueError`` for images of the wrong type or shape, and
+    :class:`flowlib.models.idf.ExactArithmeticError` (a ``ValueError``) for a model whose weights have diverged.
 
     Example:
         >>> model = IDF((1, 4, 4), num_levels=1, num_couplings=1, hidden_channels=4)
@@ -233,7 +234,7 @@ def compress(images: Tensor | np.ndarray, model: IDF) -> bytes:
     """
     images = _as_images(images, model)
     coder = VectorRANS(num_lanes_for(len(images)), PRECISION)
-    raw_chunks = _encode(images, model, coder)
+    raw_chunks = _encode(images, model, coder, allow_raw)
     if raw_chunks:
         chunks = math.ceil(len(images) / CHUNK_IMAGES)
         warnings.warn(
@@ -246,7 +247,7 @@ def compress(images: Tensor | np.ndarray, model: IDF) -> bytes:
     return pack(coder.to_bytes(), shape=model.image_shape, count=len(images), model_fingerprint=model_fingerprint(model))
 
 
-def _encode(images: Tensor, model: IDF, coder) -> int:
+def _encode(images: Tensor, model: IDF, coder, allow_raw: bool) -> int:
     """Push ``images`` onto ``coder``, chunk by chunk; returns the number of chunks stored raw."""
     priors, raw_chunks = _Priors(model), 0
     for first in range(0, len(images), CHUNK_IMAGES):
@@ -262,7 +263,7 @@ def _encode(images: Tensor, model: IDF, coder) -> int:
                 push = _Push(level, size, items, values[items])
                 pushes.append(push)
                 bits += push.bits
-        raw = bits > 8 * chunk.numel()
+        raw = allow_raw and bits > 8 * chunk.numel()
         if raw:
             coder.push_uniform(chunk.reshape(-1).numpy(), 8)
         else:
@@ -309,7 +310,7 @@ def decompress(data: bytes, model: IDF) -> Tensor:
         >>> from flowlib.coding import ContainerError
         >>> model = IDF((1, 4, 4), num_levels=1, num_couplings=1, hidden_channels=4)
         >>> try:
-        ...     decompress(b"\x89PNG", model)
+        ...     decompress(b"PNG", model)
         ... except ContainerError as error:
         ...     print(type(error).__name__)
         NotAFlowlibFileError
@@ -412,10 +413,10 @@ class _InformationCounter:
         self.bits += bits * len(values)
 
 
-def table_code_length(images: Tensor | np.ndarray, model: IDF) -> float:
+def table_code_length(images: Tensor | np.ndarray, model: IDF, *, allow_raw: bool = True) -> float:
     """Bits that :func:`compress` spends on ``images`` before the coder's final states and the header: the sum of
     ``-log2(f / 2^PRECISION)`` over every coded symbol of the quantised tables (escapes, the per-chunk CRCs and
     flags included). The file holds this plus about 4-8 bytes per rANS lane plus the 64-byte header."""
     counter = _InformationCounter(PRECISION)
-    _encode(_as_images(images, model), model, counter)
+    _encode(_as_images(images, model), model, counter, allow_raw)
     return counter.bits
