@@ -233,6 +233,12 @@ class LogisticMixtures:
         _check_size(size, precision)
         symbols = np.asarray(values, dtype=np.int64) - offsets
         symbols = np.where((symbols < 0) | (symbols >= size), size, symbols)
+        if compiled.enabled():
+            rows, offsets = np.ascontiguousarray(rows, dtype=np.int64), np.ascontiguousarray(offsets, dtype=np.int64)
+            starts, frequencies = np.empty_like(symbols), np.empty_like(symbols)
+            _intervals_compiled(rows, offsets, symbols, size, 1 << precision, self.means, self.inverse_scales,
+                                self.weights, sigmoid_table(), starts, frequencies)
+            return symbols, starts, frequencies
         starts = self.cdf(rows, offsets, symbols, size, precision)
         return symbols, starts, self.cdf(rows, offsets, symbols + 1, size, precision) - starts
 
@@ -307,6 +313,18 @@ def _cdf_compiled(row, offset, k, size, total, means, inverse_scales, weights, t
             sigmoid = (1 << SIGMOID_BITS) - sigmoid
         mixture += weights[row, component] * sigmoid
     return k + (((mixture >> (SIGMOID_BITS + WEIGHT_BITS - _CDF_BITS)) * (total - 1 - size)) >> _CDF_BITS)
+
+
+@compiled.jit
+def _intervals_compiled(rows, offsets, symbols, size, total, means, inverse_scales, weights, table, starts,
+                        frequencies):  # pragma: no cover - compiled
+    """:meth:`LogisticMixtures.intervals` item by item: the entries ``c_s`` and ``c_{s+1}`` of each symbol ``s``."""
+    for item in range(symbols.shape[0]):
+        start = _cdf_compiled(rows[item], offsets[item], symbols[item], size, total, means, inverse_scales, weights,
+                              table)
+        end = _cdf_compiled(rows[item], offsets[item], symbols[item] + 1, size, total, means, inverse_scales, weights,
+                            table)
+        starts[item], frequencies[item] = start, end - start
 
 
 @compiled.jit

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -101,51 +102,55 @@ EXACT_BLOCK = 2048  # pixel positions per block of the exact network: a block's 
 _EXACT_LIMIT = 2.0**52  # integers below this, and every partial sum of them, are exact in float64
 
 
-def _integer_layer(conv: nn.Conv2d) -> tuple[Tensor, Tensor]:
-    """``conv``'s weights as a matrix ``(C_out, k * k * C_in)`` (columns ordered kernel row, kernel column, channel)
-    and its bias ``(C_out, 1)``, both in units of ``2^-WEIGHT_BITS`` (float64 integers)."""
-    weight = torch.round(conv.weight.detach().double() * 2.0**WEIGHT_BITS)
-    bias = torch.round(conv.bias.detach().double() * 2.0**WEIGHT_BITS)
-    if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
-        raise ExactArithmeticError("the network has weights that are not finite (NaN or inf): retrain the model")
-    return weight.permute(0, 2, 3, 1).reshape(conv.out_channels, -1), bias.view(-1, 1)
+class _IntegerLayer(NamedTuple):
+    """A convolution of the coding path in integer units of ``2^-WEIGHT_BITS`` (float64 integers)."""
 
+    weight: Tensor  # (C_out, k * k * C_in), columns ordered kernel row, kernel column, channel
+    bias: Tensor  # (C_out, 1), already in the units of the sums, 2^-(WEIGHT_BITS + ACTIVATION_BITS)
+    norm: Tensor  # max over outputs of sum |weight|: a sum's bound per unit of input bound
+    bias_bound: Tensor  # max |bias|
+    kernel: int  # 1 or 3
 
-def _check_exact(weight: Tensor, bias: Tensor, input_bound: Tensor) -> None:
-    """Raise unless every partial sum of ``weight @ inputs + bias * 2^ACTIVATION_BITS`` stays below ``2^52`` for
-    inputs bounded by ``input_bound`` (then the sums are exact, whatever order they run in: threads, BLAS, device)."""
-    bound = input_bound * weight.abs().sum(dim=1).max() + bias.abs().max() * 2.0**ACTIVATION_BITS
-    if not bound < _EXACT_LIMIT:
-        raise ExactArithmeticError(
-            f"exact network bound {bound.item():.3g} (in units of 2^-34) reaches 2^52: the network's activations are "
-            "too large for exact float64 arithmetic; the model's weights have diverged, retrain it"
-        )
+    @classmethod
+    def of(cls, conv: nn.Conv2d) -> _IntegerLayer:
+        weight = torch.round(conv.weight.detach().double() * 2.0**WEIGHT_BITS)
+        bias = torch.round(conv.bias.detach().double() * 2.0**WEIGHT_BITS) * 2.0**ACTIVATION_BITS
+        if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
+            raise ExactArithmeticError("the network has weights that are not finite (NaN or inf): retrain the model")
+        matrix = weight.permute(0, 2, 3, 1).reshape(conv.out_channels, -1)
+        return cls(matrix, bias.view(-1, 1), matrix.abs().sum(dim=1).max(), bias.abs().max(), conv.kernel_size[0])
 
+    def __call__(self, x: Tensor, bound: Tensor) -> Tensor:
+        """``W x + bias`` (C_out, B, H, W) in units of ``2^-34`` for integer activations ``x`` (C, B, H, W) in units
+        of ``2^-18`` with ``|x| <= bound``: exact, after checking that no partial sum can reach ``2^52`` (so any
+        order of the sums, on any number of threads, BLAS library or device, gives these integers).
 
-def _exact_layer(weight: Tensor, bias: Tensor, x: Tensor, bound: Tensor) -> Tensor:
-    """One convolution (3x3 with padding 1, or 1x1) of integer activations ``x`` (C, B, H, W) bounded by ``bound``:
-    ``W x + bias * 2^ACTIVATION_BITS`` (C_out, B, H, W) in units of ``2^-34``, exact (checked, so any order of the
-    sums gives these integers). A 3x3 layer with more output than input channels is one matrix product with the
-    nine zero-padded shifted copies of ``x``; with fewer, each kernel tap is applied as a 1x1 map (nine small outputs
-    instead of nine copies of a wide input) and the nine maps are added at their offsets."""
-    _check_exact(weight, bias, bound)
-    channels, batch, height, width = x.shape
-    out_channels = len(bias)
-    if weight.shape[1] == channels:  # 1x1
-        return torch.addmm(bias * 2.0**ACTIVATION_BITS, weight, x.reshape(channels, -1)).view(-1, batch, height, width)
-    if out_channels >= channels:
-        padded = F.pad(x, (1, 1, 1, 1))
-        shifted = [padded[:, :, row : row + height, column : column + width] for row in range(3) for column in range(3)]
-        inputs = torch.stack(shifted).view(9 * channels, -1)
-        return torch.addmm(bias * 2.0**ACTIVATION_BITS, weight, inputs).view(-1, batch, height, width)
-    taps_weight = weight.view(out_channels, 3, 3, channels).permute(1, 2, 0, 3).reshape(9 * out_channels, channels)
-    taps = (taps_weight @ x.reshape(channels, -1)).view(3, 3, out_channels, batch, height, width)
-    taps = F.pad(taps, (1, 1, 1, 1))  # tap (i, j) at (y', x') adds to the output at (y' + 1 - i, x' + 1 - j)
-    out = (bias * 2.0**ACTIVATION_BITS).view(-1, 1, 1, 1).expand(out_channels, batch, height, width).clone()
-    for row in range(3):
-        for column in range(3):
-            out += taps[row, column, :, :, row : row + height, column : column + width]
-    return out
+        A 3x3 layer (padding 1) with at least as many output as input channels is one matrix product with the nine
+        zero-padded shifted copies of ``x``; with fewer, each kernel tap is applied as a 1x1 map (nine narrow outputs
+        instead of nine copies of a wide input) and the nine maps are added at their offsets.
+        """
+        reach = bound * self.norm + self.bias_bound
+        if not reach < _EXACT_LIMIT:
+            raise ExactArithmeticError(
+                f"exact network bound {reach.item():.3g} (in units of 2^-34) reaches 2^52: the network's activations "
+                "are too large for exact float64 arithmetic; the model's weights have diverged, retrain it"
+            )
+        channels, batch, height, width = x.shape
+        out_channels = len(self.bias)
+        if self.kernel == 1:
+            return torch.addmm(self.bias, self.weight, x.reshape(channels, -1)).view(-1, batch, height, width)
+        if out_channels >= channels:
+            padded = F.pad(x, (1, 1, 1, 1))
+            shifted = [padded[:, :, i : i + height, j : j + width] for i in range(3) for j in range(3)]
+            inputs = torch.stack(shifted).view(9 * channels, -1)
+            return torch.addmm(self.bias, self.weight, inputs).view(-1, batch, height, width)
+        taps = self.weight.view(out_channels, 3, 3, channels).permute(1, 2, 0, 3).reshape(-1, channels)
+        taps = F.pad((taps @ x.reshape(channels, -1)).view(3, 3, out_channels, batch, height, width), (1, 1, 1, 1))
+        out = self.bias.view(-1, 1, 1, 1).expand(out_channels, batch, height, width).clone()
+        for i in range(3):  # tap (i, j) at (y', x') adds to the output at (y' + 1 - i, x' + 1 - j)
+            for j in range(3):
+                out += taps[i, j, :, :, i : i + height, j : j + width]
+        return out
 
 
 def _exact_network(layers: nn.ModuleList, x: Tensor) -> Tensor:
@@ -155,24 +160,23 @@ def _exact_network(layers: nn.ModuleList, x: Tensor) -> Tensor:
     activations ``A`` in units of ``2^-18``, weights ``W`` and biases in ``2^-16``, so a layer's sums ``W A`` are
     integers in units of ``2^-34``; the next activation is ``relu(round(sum / 2^16))`` (in ``2^-18`` again). Below
     ``2^52`` every product and partial sum of integers is exact in float64 (checked per layer), so the output does
-    not depend on the order of summation (:func:`_exact_layer`). The images go through in blocks of about
+    not depend on the order of summation (:class:`_IntegerLayer`). The images go through in blocks of about
     :data:`EXACT_BLOCK` pixel positions, so that a block's activations stay in the CPU cache. Returns the network's
     output in real units (float64, exact).
     """
-    (weight_in, bias_in), (weight_mid, bias_mid), (weight_out, bias_out) = (_integer_layer(conv) for conv in layers)
+    first_layer, middle_layer, last_layer = (_IntegerLayer.of(conv) for conv in layers)
     batch, _, height, width = x.shape
     integers = x.transpose(0, 1) * 2.0**ACTIVATION_BITS  # (C, B, H, W)
     input_bound = integers.abs().max() if batch else 0.0
-    out = x.new_empty(len(bias_out), batch, height, width)
+    out = x.new_empty(len(last_layer.bias), batch, height, width)
     step = max(1, EXACT_BLOCK // (height * width))
     for first in range(0, batch, step):
         images = slice(first, first + step)
         hidden, bound = integers[:, images], input_bound
-        for weight, bias in ((weight_in, bias_in), (weight_mid, bias_mid)):
-            hidden = _exact_layer(weight, bias, hidden, bound)
-            hidden = hidden.mul_(2.0**-WEIGHT_BITS).round_().clamp_min_(0)  # ReLU after rounding: the same integers
+        for layer in (first_layer, middle_layer):
+            hidden = layer(hidden, bound).mul_(2.0**-WEIGHT_BITS).round_().clamp_min_(0)  # ReLU after rounding
             bound = hidden.max()
-        out[:, images] = _exact_layer(weight_out, bias_out, hidden, bound)
+        out[:, images] = last_layer(hidden, bound)
     return out.transpose(0, 1) * 2.0 ** -(WEIGHT_BITS + ACTIVATION_BITS)
 
 
@@ -452,9 +456,9 @@ class IDF(nn.Module):
         factor = 2**num_levels
         if len(self.image_shape) != 3 or self.image_shape[1] % factor or self.image_shape[2] % factor:
             raise InputShapeError(
-                f"IDF with num_levels={num_levels} halves the height and width at every level, so image_shape must "
-                f"be (C, H, W) with H and W divisible by {factor}; got {self.image_shape} (crop or pad the images, "
-                "or use fewer levels)"
+                f"IDF with num_levels={num_levels} halves the height and width at every level, so they must stay "
+                f"even: image_shape must be (C, H, W) with H and W divisible by {factor}; got {self.image_shape} "
+                "(crop or pad the images, or use fewer levels)"
             )
         self.config = dict(
             image_shape=list(image_shape), num_levels=num_levels, num_couplings=num_couplings,
