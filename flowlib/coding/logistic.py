@@ -253,23 +253,40 @@ class LogisticMixtures:
     def pop(self, coder: VectorRANS, rows: np.ndarray, offsets: np.ndarray, size: int) -> np.ndarray:
         """Pop the symbols (n,) int64 pushed as :meth:`intervals` with these windows (the escape is ``size``).
 
-        Compiled: each symbol is searched among entries computed one by one as needed, starting at the mean of the
-        heaviest component and doubling the step away from it until the slot is bracketed, then bisecting (a few
-        entries for a sharp distribution, about ``2 log2 size`` at worst). NumPy: whole tables (:meth:`tables`)
-        searched by :meth:`VectorRANS.pop`. Both return the same symbols.
+        Each symbol is searched among table entries computed as needed, without building tables. Compiled: from the
+        mean of the heaviest component outwards, doubling the step until the slot is bracketed, then bisecting (a
+        few entries for a sharp distribution, about ``2 log2 size`` at worst). NumPy: all lanes of a chunk bisect
+        the window together (``log2 size`` steps). Both return the same symbols.
         """
         _check_size(size, coder.precision)
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         offsets = np.ascontiguousarray(offsets, dtype=np.int64)
-        if not compiled.enabled():
-            return coder.pop(self.tables(rows, offsets, size, coder.precision))
-        heaviest = np.argmax(self.weights[rows], axis=1)
-        modes = (self.means[rows, heaviest] + (1 << (TICK_BITS - 1))) >> TICK_BITS
-        guesses = np.clip(modes - offsets, 0, size - 1)
-        return coder.pop_compiled(
-            _pop_compiled, len(rows), coder.precision, rows, offsets, guesses, size, self.means,
-            self.inverse_scales, self.weights, sigmoid_table(),
-        )
+        if compiled.enabled():
+            heaviest = np.argmax(self.weights[rows], axis=1)
+            modes = (self.means[rows, heaviest] + (1 << (TICK_BITS - 1))) >> TICK_BITS
+            guesses = np.clip(modes - offsets, 0, size - 1)
+            return coder.pop_compiled(
+                _pop_compiled, len(rows), coder.precision, rows, offsets, guesses, size, self.means,
+                self.inverse_scales, self.weights, sigmoid_table(),
+            )
+        symbols = np.empty(len(rows), dtype=np.int64)
+        steps = int(size).bit_length()  # ceil(log2(size + 1)) halvings take the bracket [0, size + 1) to one entry
+
+        def find(first: int, slot: np.ndarray):
+            items = slice(first, first + len(slot))
+            low, high = np.zeros(len(slot), dtype=np.int64), np.full(len(slot), size + 1, dtype=np.int64)
+            start, end = np.zeros(len(slot), dtype=np.int64), np.full(len(slot), 1 << coder.precision, np.int64)
+            for _ in range(steps):  # c_low = start <= slot < end = c_high
+                middle = (low + high) >> 1
+                entry = self.cdf(rows[items], offsets[items], middle, size, coder.precision)
+                below = entry <= slot
+                low, start = np.where(below, middle, low), np.where(below, entry, start)
+                high, end = np.where(below, high, middle), np.where(below, end, entry)
+            symbols[items] = low
+            return start, end - start
+
+        coder._pop_intervals(len(rows), find, np.dtype(np.int64))
+        return symbols
 
 
 def _as_ticks(name: str, value: np.ndarray, shape: tuple[int, ...] | None = None) -> np.ndarray:

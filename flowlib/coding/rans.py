@@ -422,25 +422,34 @@ class VectorRANS:
     # ---------------------------------------------------------------------------------------------- encoding
     def push(self, symbols: np.ndarray, cdf: np.ndarray) -> None:
         """Encode ``symbols`` (N,) ints in ``[0, K)``, symbol ``i`` with table row ``cdf[i]`` (``cdf`` (N, K+1)), or
-        all of them with one row (``cdf`` (K+1,) or (1, K+1))."""
+        all of them with one row (``cdf`` (K+1,) or (1, K+1)). A bad table raises ``ValueError`` and pushes nothing."""
         symbols = _as_integers("symbols", symbols)
-        cdf = self.check_tables(cdf, len(symbols))
-        if not len(symbols):
-            return
+        cdf = _contiguous_rows(cdf, len(symbols))
         alphabet = cdf.shape[1] - 1
-        if symbols.min() < 0 or symbols.max() >= alphabet:
+        if symbols.size and (symbols.min() < 0 or symbols.max() >= alphabet):
             raise ValueError(
                 f"symbols must lie in the table's alphabet 0..{alphabet - 1}, got {symbols.min()}..{symbols.max()}"
             )
         rows = np.arange(len(symbols)) if len(cdf) > 1 else np.zeros(len(symbols), dtype=np.int64)
+        if compiled.enabled():  # each row is checked as it is used (one pass over the tables), else all first
+            if len(cdf) == 1:
+                self.check_tables(cdf, None)
+            self._reserve(len(symbols))
+            saved = self._state.copy(), self._top
+            self._top, error, index = _push_table_compiled(
+                self._state, self._stack, self._top, cdf, rows, symbols, self.precision, len(cdf) > 1
+            )
+            if error:
+                self._state, self._top = saved
+                self.check_tables(cdf, None)  # raises, saying what is wrong with the table
+                raise _zero_frequency(symbols, index)
+            return
+        self.check_tables(cdf, len(symbols))
         starts = cdf[rows, symbols].astype(np.uint64)
         ends = cdf[rows, symbols + 1].astype(np.uint64)
         zero = np.flatnonzero(ends <= starts)
         if zero.size:
-            raise ValueError(
-                f"symbol {int(symbols[zero[0]])} at position {int(zero[0])} has frequency 0 in its table and cannot be "
-                "coded; quantise tables with quantize_pmf (every supported symbol gets frequency >= 1)"
-            )
+            raise _zero_frequency(symbols, zero[0])
         self._push_intervals(starts, ends - starts)
 
     def push_intervals(self, starts: np.ndarray, frequencies: np.ndarray) -> None:
@@ -510,19 +519,33 @@ class VectorRANS:
     def pop(self, cdf: np.ndarray, count: int | None = None, rows: np.ndarray | None = None) -> np.ndarray:
         """Decode one symbol per row of ``cdf`` (N, K+1), the tables they were pushed with; or ``count`` symbols with
         one row (``cdf`` (K+1,) or (1, K+1)); or one symbol per entry of ``rows`` (n,), symbol ``i`` with the row
-        ``cdf[rows[i]]`` (tables shared by many symbols). Returns (N,) int64."""
+        ``cdf[rows[i]]`` (tables shared by many symbols). Returns (N,) int64. A bad table raises ``ValueError`` and
+        leaves the coder as it was."""
         if rows is not None:
             rows = _as_integers("rows", rows)
-            cdf = self.check_tables(cdf, None)
+            cdf = _contiguous_rows(cdf, None)
             if rows.size and (rows.min() < 0 or rows.max() >= len(cdf)):
                 raise ValueError(f"rows must index the {len(cdf)} rows of cdf, got {rows.min()}..{rows.max()}")
         else:
-            cdf = self.check_tables(cdf, count)
+            cdf = _contiguous_rows(cdf, count)
             count = len(cdf) if count is None else int(count)
             rows = np.arange(count) if len(cdf) > 1 else np.zeros(count, dtype=np.int64)
         count = len(rows)
-        if compiled.enabled():
-            return self.pop_compiled(_pop_table_compiled, count, cdf, rows, self.precision)
+        shared = len(cdf) < count or not np.array_equal(rows, np.arange(count))  # rows used more than once
+        if compiled.enabled():  # each row is checked as it is used (one pass over the tables), else all first
+            if shared:
+                self.check_tables(cdf, None)
+            saved, symbols = (self._state.copy(), self._top), np.empty(count, dtype=np.int64)
+            top, error = _pop_table_compiled(
+                self._state, self._stack, self._top, cdf, rows, self.precision, not shared, symbols
+            )
+            if error:
+                self._state, self._top = saved
+                self.check_tables(cdf, None)  # raises, saying what is wrong with the table
+                raise CorruptStreamError(_OUT_OF_WORDS)
+            self._top = top
+            return symbols
+        self.check_tables(cdf, None)
         width = cdf.shape[1]  # K + 1 entries per row
         flat, following = cdf.reshape(-1), cdf.reshape(-1)[1:]  # following[i] = flat[i + 1]
         # Each lane searches its own row for the symbol s = the number of entries 1..K-1 that are <= slot, as
@@ -657,11 +680,11 @@ class VectorRANS:
         """``cdf`` as a contiguous integer array of ``count`` rows (or one row for all), after checking that every row
         runs non-decreasingly from 0 to ``2**precision``; raises ``ValueError`` saying what is wrong otherwise.
 
-        Costs one pass over the tables (``benchmarks/rans.py`` prints its share of the coding time).
+        Costs one pass over the tables. :meth:`push` and :meth:`pop` run it (the compiled loops check each row as they
+        use it instead); ``benchmarks/rans.py`` prints its share of the coding time.
         """
-        cdf = _table_rows(cdf, count)
-        cdf = np.ascontiguousarray(cdf.astype(np.int64) if cdf.dtype == np.uint64 else cdf)  # compiled loops compare
-        total = 1 << self.precision  # entries with int64 slots; uint64 would turn those comparisons into floats
+        cdf = _contiguous_rows(cdf, count)
+        total = 1 << self.precision
         if compiled.enabled() and cdf.size:
             bad = _first_invalid_row_compiled(cdf, total)
         elif cdf.size:
@@ -682,6 +705,20 @@ class VectorRANS:
                 f"({row[fall]}); a table is the cumulative sum of non-negative frequencies"
             )
         return cdf
+
+
+def _contiguous_rows(cdf: np.ndarray, count: int | None) -> np.ndarray:
+    """:func:`_table_rows` as a C-contiguous array the compiled loops can compare with int64 slots (uint64 entries
+    would turn those comparisons into floats; a valid table fits int64)."""
+    cdf = _table_rows(cdf, count)
+    return np.ascontiguousarray(cdf.astype(np.int64) if cdf.dtype == np.uint64 else cdf)
+
+
+def _zero_frequency(symbols: np.ndarray, position: int) -> ValueError:
+    return ValueError(
+        f"symbol {int(symbols[position])} at position {int(position)} has frequency 0 in its table and cannot be "
+        "coded; quantise tables with quantize_pmf (every supported symbol gets frequency >= 1)"
+    )
 
 
 _OUT_OF_WORDS = (
@@ -731,28 +768,72 @@ def _pop_step(state, stack, top, lane, slot, start, frequency, precision):  # pr
 
 
 @compiled.jit
-def _pop_table_compiled(state, stack, top, cdf, rows, precision, symbols):  # pragma: no cover - compiled
+def _row_is_valid(cdf, row, total):  # pragma: no cover - compiled
+    """Whether row ``row`` of ``cdf`` runs non-decreasingly from 0 to ``total``."""
+    last = cdf.shape[1] - 1
+    falls = cdf[row, 0] != 0 or cdf[row, last] != total
+    for index in range(last):
+        falls |= cdf[row, index + 1] < cdf[row, index]
+    return not falls
+
+
+@compiled.jit
+def _push_table_compiled(state, stack, top, cdf, rows, symbols, precision, check):  # pragma: no cover - compiled
+    """``VectorRANS.push``: the intervals of ``symbols`` read from their rows (each row checked first if ``check``)
+    and pushed as :func:`_push_intervals_compiled` does. Returns ``(top, error, index)``: error 1 for an invalid
+    row, 2 for a symbol of frequency 0, at symbol ``index`` (the caller restores the coder and explains)."""
+    lanes, count, total = state.shape[0], symbols.shape[0], 1 << precision
+    shift, bits = np.uint64(63 - precision), np.uint64(precision)
+    for chunk in range((count + lanes - 1) // lanes - 1, -1, -1):
+        first = chunk * lanes
+        for lane in range(min(lanes, count - first)):
+            item = first + lane
+            row, symbol = rows[item], symbols[item]
+            if check and not _row_is_valid(cdf, row, total):
+                return top, 1, item
+            start, end = np.int64(cdf[row, symbol]), np.int64(cdf[row, symbol + 1])
+            if end <= start:
+                return top, 2, item
+            x, frequency = state[lane], np.uint64(end - start)
+            if x >= frequency << shift:
+                stack[top] = x & _LOW_WORD
+                top += 1
+                x >>= _WORD_SHIFT
+            state[lane] = ((x // frequency) << bits) + x % frequency + np.uint64(start)
+    return top, 0, 0
+
+
+@compiled.jit
+def _pop_table_compiled(state, stack, top, cdf, rows, precision, check, symbols):  # pragma: no cover - compiled
     """``VectorRANS.pop`` lane by lane: chunks first to last, a chunk's lanes downwards (so the top word goes back to
-    the highest lane that needs one, as in the vectorised pop); each row searched by bisection."""
-    lanes, count, last = state.shape[0], symbols.shape[0], cdf.shape[1] - 1
-    mask = np.uint64((1 << precision) - 1)
+    the highest lane that needs one, as in the vectorised pop). The lanes of a chunk check their rows (if
+    ``check``), then search them together, one halving step at a time without branches (the symbol is the last
+    entry ``<= slot``), so that the memory reads of different lanes overlap. Returns ``(top, error)``: error 1 for
+    an invalid row or a stack that ran out of words (the caller restores the coder and explains)."""
+    lanes, count, alphabet, total = state.shape[0], symbols.shape[0], cdf.shape[1] - 1, 1 << precision
+    mask = np.uint64(total - 1)
+    slots, positions = np.empty(lanes, dtype=np.int64), np.empty(lanes, dtype=np.int64)
     for first in range(0, count, lanes):
-        for lane in range(min(lanes, count - first) - 1, -1, -1):
-            row = rows[first + lane]
-            slot = np.int64(state[lane] & mask)
-            low, high = 0, last  # cdf[row, low] <= slot < cdf[row, high]
-            while high - low > 1:
-                middle = (low + high) >> 1
-                if cdf[row, middle] <= slot:
-                    low = middle
-                else:
-                    high = middle
-            start = np.int64(cdf[row, low])
-            top = _pop_step(state, stack, top, lane, slot, start, np.int64(cdf[row, low + 1]) - start, precision)
+        width = min(lanes, count - first)
+        for lane in range(width):
+            if check and not _row_is_valid(cdf, rows[first + lane], total):
+                return top, 1
+            slots[lane], positions[lane] = np.int64(state[lane] & mask), 0
+        remaining = alphabet  # the symbol lies in positions .. positions + remaining - 1
+        while remaining > 1:
+            half = remaining >> 1
+            for lane in range(width):
+                positions[lane] += half * (cdf[rows[first + lane], positions[lane] + half] <= slots[lane])
+            remaining -= half
+        for lane in range(width - 1, -1, -1):
+            row, symbol = rows[first + lane], positions[lane]
+            start = np.int64(cdf[row, symbol])
+            top = _pop_step(state, stack, top, lane, slots[lane], start, np.int64(cdf[row, symbol + 1]) - start,
+                            precision)
             if top < 0:
-                return -1
-            symbols[first + lane] = low
-    return top
+                return top, 1
+            symbols[first + lane] = symbol
+    return top, 0
 
 
 @compiled.jit

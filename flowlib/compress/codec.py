@@ -13,9 +13,8 @@ How a file is made (:func:`compress`), for images ``x`` of one shape, chunk by c
 3. Everything goes onto ONE rANS stack (:class:`flowlib.coding.VectorRANS`, precision 24, one lane per image up to
    :data:`MAX_LANES`). rANS is last-in-first-out and the decoder needs ``z_L`` first (its prior is unconditional),
    then ``z_{L-1}`` given ``y_{L-1}`` recomputed from ``z_L``, and so on; so a chunk pushes ``z_1`` first and ``z_L``
-   last, then its pixels' CRC-32, then a flag. Values of a level go in groups of one window size (and at most
-   :data:`TABLE_ENTRIES` table entries), so a decoder without the compiled loops can build their tables in bounded
-   memory.
+   last, then its pixels' CRC-32, then a flag. The values of a level go in groups of one window size, smallest
+   windows first.
 4. If the model would spend more than 8 bits per pixel on a chunk (images unlike its training data), the chunk's
    pixels are stored raw instead, flagged, and :class:`RawChunkWarning` says so.
 5. The stream goes into the flowlib container (:func:`flowlib.coding.pack`) with the model's fingerprint
@@ -69,7 +68,6 @@ CODING_SCHEME = b"flowlib-idf-rans-v2"  # part of the fingerprint: files of anot
 PRECISION = 24  # table precision in bits (IDF used 24): ~2e-6 bits per value above the model's code length
 MAX_LANES = 64  # interleaved rANS states; each costs ~4-8 bytes at the end of the stream
 CHUNK_IMAGES = 256  # images per chunk: one network call, one CRC, one raw-or-coded flag
-TABLE_ENTRIES = 1 << 20  # a group of values holds at most this many table entries (the NumPy decoder's tables)
 TAIL_SCALES = 16.0  # a window reaches this many scales of each component (mass left outside: ~e^-16)
 LATENT_LIMIT = 1 << 30  # no IDF whose exact path succeeds makes latents this large (shifts stay below 2^22)
 _CHUNK_BITS = 33  # each chunk pushes at least its 32-bit CRC and its 1-bit flag
@@ -141,7 +139,7 @@ def _mixtures(distribution) -> LogisticMixtures:
 class _Level:
     """The coding distributions of one level's values (the flattened latent): value ``i`` uses mixture ``rows[i]``
     and the window that starts at ``offsets[i]``; ``groups`` lists the values in coding order as ``(window size,
-    items)``, one window size per group and at most :data:`TABLE_ENTRIES` table entries.
+    items)``, one group per window size.
 
     ``tables``: whole tables of the mixtures, built once, when they are shared by many values (the top prior's, one
     per dimension): then a value's two entries are looked up instead of computed (the same integers).
@@ -151,12 +149,7 @@ class _Level:
         self.mixtures, self.rows, self.tables = mixtures, rows, tables
         offsets, buckets = mixtures.windows(TAIL_SCALES) if tables is None else (tables.offsets, tables.buckets)
         self.offsets, buckets = offsets[rows], buckets[rows]
-        self.groups = []
-        for bucket in range(len(HALF_WIDTHS)):
-            size = 2 * HALF_WIDTHS[bucket] + 1
-            items = np.flatnonzero(buckets == bucket)
-            step = max(1, TABLE_ENTRIES // (size + 2))
-            self.groups += [(size, items[first : first + step]) for first in range(0, len(items), step)]
+        self.groups = [(2 * HALF_WIDTHS[bucket] + 1, np.flatnonzero(buckets == bucket)) for bucket in np.unique(buckets)]
 
     def intervals(self, size: int, items: np.ndarray, values: np.ndarray):
         """Symbols (the escape is ``size``) and intervals ``(starts, frequencies)`` of ``values`` at ``items``."""
