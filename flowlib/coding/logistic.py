@@ -62,6 +62,7 @@ MEAN_LIMIT = 1 << 36  # means lie within +-2^36 (so every edge minus mean is an 
 HALF_WIDTHS = tuple(2**k for k in range(2, 15))  # window half-widths W = 4 .. 16384: windows of K = 2W + 1 values
 _Z_BITS = STEP_BITS + FRACTION_BITS
 _CDF_BITS = 38  # the mixture CDF is cut to 38 bits before it is scaled to the table's slots (no int64 overflow)
+_BLOCK_ENTRIES = 1 << 16  # LogisticMixtures.tables computes this many entries at a time (a few MiB)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -244,11 +245,25 @@ class LogisticMixtures:
 
     def tables(self, rows: np.ndarray, offsets: np.ndarray, size: int, precision: int) -> np.ndarray:
         """Whole tables ``(n, size + 2)`` uint32 (``size`` values, the escape, the leading 0): every entry of
-        :meth:`cdf`, for coders that search a table."""
+        :meth:`cdf`, for coders that search a table. Built in blocks of bounded memory."""
         _check_size(size, precision)
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+        tables = np.empty((len(rows), size + 2), dtype=np.uint32)
+        if compiled.enabled():
+            _tables_compiled(rows, offsets, size, 1 << precision, self.means, self.inverse_scales, self.weights,
+                             sigmoid_table(), tables)
+            return tables
         k = np.arange(size + 2, dtype=np.int64)
-        return self.cdf(np.repeat(rows, size + 2), np.repeat(offsets, size + 2), np.tile(k, len(rows)), size,
-                        precision).reshape(len(rows), size + 2).astype(np.uint32)
+        step = max(1, _BLOCK_ENTRIES // (size + 2))
+        for first in range(0, len(rows), step):
+            block = slice(first, first + step)
+            count = len(rows[block])
+            tables[block] = self.cdf(
+                np.repeat(rows[block], size + 2), np.repeat(offsets[block], size + 2), np.tile(k, count), size,
+                precision,
+            ).reshape(count, size + 2)
+        return tables
 
     def pop(self, coder: VectorRANS, rows: np.ndarray, offsets: np.ndarray, size: int) -> np.ndarray:
         """Pop the symbols (n,) int64 pushed as :meth:`intervals` with these windows (the escape is ``size``).
@@ -330,6 +345,15 @@ def _cdf_compiled(row, offset, k, size, total, means, inverse_scales, weights, t
             sigmoid = (1 << SIGMOID_BITS) - sigmoid
         mixture += weights[row, component] * sigmoid
     return k + (((mixture >> (SIGMOID_BITS + WEIGHT_BITS - _CDF_BITS)) * (total - 1 - size)) >> _CDF_BITS)
+
+
+@compiled.jit
+def _tables_compiled(rows, offsets, size, total, means, inverse_scales, weights, table, out):  # pragma: no cover
+    """:meth:`LogisticMixtures.tables` entry by entry."""
+    for item in range(rows.shape[0]):
+        for k in range(size + 2):
+            out[item, k] = _cdf_compiled(rows[item], offsets[item], k, size, total, means, inverse_scales, weights,
+                                         table)
 
 
 @compiled.jit

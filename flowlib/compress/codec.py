@@ -190,13 +190,15 @@ class _Tables:
 
 
 class _Priors:
-    """The priors of ``model``'s levels as coding distributions; the top level's (one per dimension, shared by all
-    images) is computed, and tabulated, once."""
+    """The priors of ``model``'s levels as coding distributions for ``num_images`` images; the top level's (one per
+    dimension, shared by all images) is computed once, and tabulated when the images are many enough to repay it."""
 
-    def __init__(self, model: IDF):
+    def __init__(self, model: IDF, num_images: int):
         self.model = model
         self.top = _mixtures(model.prior(len(model.levels) - 1, None))
-        self.top_tables = _Tables(self.top)
+        offsets, buckets = self.top.windows(TAIL_SCALES)
+        entries = int(np.sum(2 * np.asarray(HALF_WIDTHS)[buckets] + 3))
+        self.top_tables = _Tables(self.top) if 16 * num_images * len(self.top) >= entries else None
 
     def level(self, index: int, context: Tensor | None, num_images: int) -> _Level:
         if self.model.levels[index].last:
@@ -242,7 +244,7 @@ def compress(images: Tensor | np.ndarray, model: IDF, *, allow_raw: bool = True)
 
 def _encode(images: Tensor, model: IDF, coder, allow_raw: bool) -> int:
     """Push ``images`` onto ``coder``, chunk by chunk; returns the number of chunks stored raw."""
-    priors, raw_chunks = _Priors(model), 0
+    priors, raw_chunks = _Priors(model, len(images)), 0
     for first in range(0, len(images), CHUNK_IMAGES):
         chunk = images[first : first + CHUNK_IMAGES]
         latents, contexts = model.forward_integer(chunk.to(_device(model)), return_contexts=True)
@@ -320,7 +322,7 @@ def decompress(data: bytes, model: IDF) -> Tensor:
             "hold: the file is corrupt"
         )
     coder = VectorRANS.from_bytes(container.payload, num_lanes_for(container.count), PRECISION)
-    priors, chunks = _Priors(model), []
+    priors, chunks = _Priors(model, container.count), []
     for chunk in reversed(range(num_chunks)):
         size = min(CHUNK_IMAGES, container.count - chunk * CHUNK_IMAGES)
         chunks.append(_decode_chunk(coder, model, priors, size))
