@@ -172,11 +172,11 @@ class _Level:
 
 
 class _Tables:
-    """Whole tables of ``mixtures`` (windows as :meth:`LogisticMixtures.windows` chooses), one array per window
-    size."""
+    """Whole tables of ``mixtures`` with the windows ``offsets, buckets`` (:meth:`LogisticMixtures.windows`), one
+    array per window size."""
 
-    def __init__(self, mixtures: LogisticMixtures):
-        self.offsets, self.buckets = mixtures.windows(TAIL_SCALES)
+    def __init__(self, mixtures: LogisticMixtures, offsets: np.ndarray, buckets: np.ndarray):
+        self.offsets, self.buckets = offsets, buckets
         self.by_size, self.index = {}, np.empty(len(mixtures), dtype=np.int64)
         for bucket in np.unique(self.buckets):
             rows = np.flatnonzero(self.buckets == bucket)
@@ -198,7 +198,7 @@ class _Priors:
         self.top = _mixtures(model.prior(len(model.levels) - 1, None))
         offsets, buckets = self.top.windows(TAIL_SCALES)
         entries = int(np.sum(2 * np.asarray(HALF_WIDTHS)[buckets] + 3))
-        self.top_tables = _Tables(self.top) if 16 * num_images * len(self.top) >= entries else None
+        self.top_tables = _Tables(self.top, offsets, buckets) if 16 * num_images * len(self.top) >= entries else None
 
     def level(self, index: int, context: Tensor | None, num_images: int) -> _Level:
         if self.model.levels[index].last:
