@@ -366,16 +366,23 @@ def test_a_diverged_model_raises_a_documented_error(model: IDF) -> None:
         compress(random_images(2), broken)
 
 
-def test_a_stream_with_huge_escaped_latents_is_a_corrupt_stream(model: IDF, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("mnist, value", [(False, 1 << 29), (True, 1 << 20), (True, -(1 << 29))])
+def test_a_stream_with_huge_escaped_latents_is_a_corrupt_stream(
+    model: IDF, monkeypatch: pytest.MonkeyPatch, mnist: bool, value: int
+) -> None:
     """A file whose top latent holds a huge escaped value (crafted by an encoder that lies about its latents) is
     refused as corrupt, not with the network's arithmetic error."""
-    images = random_images(2, seed=13)
+    if mnist:
+        model = compress_module.load_model("07_idf-mnist-standard")
+        images = torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
+    else:
+        images = random_images(2, seed=13)
     honest = model.forward_integer
 
     def lying(x, return_contexts=False):
         latents, contexts = honest(x, return_contexts=True)
         latents[-1] = latents[-1].clone()
-        latents[-1].view(-1)[0] = 1 << 29
+        latents[-1].view(-1)[0] = value
         return latents, contexts
 
     monkeypatch.setattr(model, "forward_integer", lying)

@@ -340,32 +340,37 @@ def _decode_chunk(coder: VectorRANS, model: IDF, priors: _Priors, num_images: in
         images = torch.from_numpy(coder.pop_uniform(num_images * model.num_dims, 8).astype(np.uint8))
         images = images.view(num_images, *model.image_shape)
     else:
-        y = None
-        for index in reversed(range(len(model.levels))):
-            shape = (num_images, *model.levels[index].latent_shape)
-            context = None if y is None else y.to(_device(model))
-            level = priors.level(index, context, num_images)
-            values = np.empty(math.prod(shape), dtype=np.int64)
-            for size, items in reversed(level.groups):
-                offsets = level.offsets[items]
-                symbols = level.pop(coder, size, items)
-                escaped = symbols == size
-                symbols = symbols + offsets
-                symbols[escaped] = pop_escapes(coder, offsets[escaped], offsets[escaped] + size - 1)
-                values[items] = symbols
-            if np.abs(values).max(initial=0) >= LATENT_LIMIT:
-                raise CorruptStreamError("the stream decodes to latents no model makes: the file is corrupt")
-            try:
-                y = model.inverse_latent_level(index, context, torch.from_numpy(values).view(shape).to(_device(model)))
-            except ExactArithmeticError:
-                raise CorruptStreamError("the stream decodes to latents this model cannot have made: it is corrupt")
-        pixels = y + PIXEL_OFFSET
+        try:
+            pixels = _decode_levels(coder, model, priors, num_images) + PIXEL_OFFSET
+        except ExactArithmeticError:  # the exact networks refuse inputs that no image can produce
+            raise CorruptStreamError("the stream decodes to latents this model cannot have made: it is corrupt") from None
         if pixels.min() < 0 or pixels.max() > 255:
             raise CorruptStreamError("the stream decodes to values outside 0..255: it is corrupt")
         images = pixels.to(torch.uint8).cpu()
     if (int(high) << 16 | int(low)) != zlib.crc32(images.numpy().tobytes()):
         raise CorruptStreamError("the decoded images fail their checksum: the file is corrupt or the model differs")
     return images
+
+
+def _decode_levels(coder: VectorRANS, model: IDF, priors: _Priors, num_images: int) -> Tensor:
+    """Pop the latents of one chunk, ``z_L`` first, each level given the ones above it, and invert the flow:
+    the centred pixels (float64, on the model's device)."""
+    y = None
+    for index in reversed(range(len(model.levels))):
+        shape = (num_images, *model.levels[index].latent_shape)
+        level = priors.level(index, y, num_images)
+        values = np.empty(math.prod(shape), dtype=np.int64)
+        for size, items in reversed(level.groups):
+            offsets = level.offsets[items]
+            symbols = level.pop(coder, size, items)
+            escaped = symbols == size
+            symbols = symbols + offsets
+            symbols[escaped] = pop_escapes(coder, offsets[escaped], offsets[escaped] + size - 1)
+            values[items] = symbols
+        if np.abs(values).max(initial=0) >= LATENT_LIMIT:
+            raise CorruptStreamError("the stream decodes to latents no model makes: the file is corrupt")
+        y = model.inverse_latent_level(index, y, torch.from_numpy(values).view(shape).to(_device(model)))
+    return y
 
 
 # --------------------------------------------------------------------------------------------------------------
