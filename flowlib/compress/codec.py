@@ -71,6 +71,8 @@ CHUNK_IMAGES = 256  # images per chunk: one network call, one CRC, one raw-or-co
 TAIL_SCALES = 16.0  # a window reaches this many scales of each component (mass left outside: ~e^-16)
 LATENT_LIMIT = 1 << 30  # no IDF whose exact path succeeds makes latents this large (shifts stay below 2^22)
 _CHUNK_BITS = 33  # each chunk pushes at least its 32-bit CRC and its 1-bit flag
+_FRESH_COPY = ": the file is corrupt; get a fresh copy (its checksum holds, so it was altered when it was made or by " \
+    "other software)"
 
 
 class RawChunkWarning(UserWarning):
@@ -313,13 +315,13 @@ def decompress(data: bytes, model: IDF) -> Tensor:
     container = unpack(data, expected_fingerprint=model_fingerprint(model))
     if tuple(container.shape) != model.image_shape:
         raise CorruptStreamError(
-            f"the file holds images of shape {container.shape}, the model codes {model.image_shape}"
+            f"the file holds images of shape {container.shape}, the model codes {model.image_shape}{_FRESH_COPY}"
         )
     num_chunks = math.ceil(container.count / CHUNK_IMAGES)
     if num_chunks > 8 * len(container.payload) // _CHUNK_BITS + 1:
         raise CorruptStreamError(
             f"the header announces {container.count} images, more than a {len(container.payload)}-byte stream can "
-            "hold: the file is corrupt"
+            f"hold{_FRESH_COPY}"
         )
     coder = VectorRANS.from_bytes(container.payload, num_lanes_for(container.count), PRECISION)
     priors, chunks = _Priors(model, container.count), []
@@ -343,12 +345,12 @@ def _decode_chunk(coder: VectorRANS, model: IDF, priors: _Priors, num_images: in
         try:
             pixels = _decode_levels(coder, model, priors, num_images) + PIXEL_OFFSET
         except ExactArithmeticError:  # the exact networks refuse inputs that no image can produce
-            raise CorruptStreamError("the stream decodes to latents this model cannot have made: it is corrupt") from None
+            raise CorruptStreamError(f"the stream decodes to latents this model cannot have made{_FRESH_COPY}") from None
         if pixels.min() < 0 or pixels.max() > 255:
-            raise CorruptStreamError("the stream decodes to values outside 0..255: it is corrupt")
+            raise CorruptStreamError(f"the stream decodes to values outside 0..255{_FRESH_COPY}")
         images = pixels.to(torch.uint8).cpu()
     if (int(high) << 16 | int(low)) != zlib.crc32(images.numpy().tobytes()):
-        raise CorruptStreamError("the decoded images fail their checksum: the file is corrupt or the model differs")
+        raise CorruptStreamError(f"the decoded images fail their checksum{_FRESH_COPY}")
     return images
 
 
@@ -368,7 +370,7 @@ def _decode_levels(coder: VectorRANS, model: IDF, priors: _Priors, num_images: i
             symbols[escaped] = pop_escapes(coder, offsets[escaped], offsets[escaped] + size - 1)
             values[items] = symbols
         if np.abs(values).max(initial=0) >= LATENT_LIMIT:
-            raise CorruptStreamError("the stream decodes to latents no model makes: the file is corrupt")
+            raise CorruptStreamError(f"the stream decodes to latents no model makes{_FRESH_COPY}")
         y = model.inverse_latent_level(index, y, torch.from_numpy(values).view(shape).to(_device(model)))
     return y
 
