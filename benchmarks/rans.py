@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     if compiled.available():  # compile the loops before timing them
         run_flowlib(symbols[:1000], table[:1000], 4, precision, 1, True)
     reaching_goal = []
-    runs = [(lanes, True) for lanes in args.lanes if compiled.available()] + [(lanes, False) for lanes in args.numpy_lanes]
+    runs = [(lanes, True) for lanes in args.lanes if compiled.available()]
+    runs += [(lanes, False) for lanes in args.numpy_lanes]
     for lanes, numba in runs:
         encode_time, decode_time, num_bytes = run_flowlib(symbols, table, lanes, precision, args.repeats, numba)
         overhead = 100 * (8 * num_bytes / quantised_ideal - 1)

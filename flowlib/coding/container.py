@@ -158,8 +158,8 @@ def file_length(header: bytes) -> int:
     header = bytes(header[:HEADER_SIZE])
     if header[: len(MAGIC)] != MAGIC[: len(header)] or not header:
         raise NotAFlowlibFileError(
-            f"this is not a flowlib compressed file (it starts with {header[:4]!r}, not {MAGIC!r}); pass a file made by "
-            "flowlib's compressor"
+            f"this is not a flowlib compressed file (it starts with {header[:4]!r}, not {MAGIC!r}); pass a file made "
+            "by flowlib's compressor"
         )
     if len(header) < HEADER_SIZE:
         raise TruncatedFileError(

@@ -457,8 +457,9 @@ class VectorRANS:
         of ``[0, 2**precision)`` (N,) (for models that compute the two table entries a symbol needs directly)."""
         starts, frequencies = _as_integers("starts", starts), _as_integers("frequencies", frequencies)
         if starts.shape != frequencies.shape:
-            raise ValueError(f"starts and frequencies must have the same shape, got {starts.shape}, {frequencies.shape}")
-        if starts.size and (starts.min() < 0 or frequencies.min() < 1 or (starts + frequencies).max() > 1 << self.precision):
+            raise ValueError(f"starts and frequencies must have one shape, got {starts.shape}, {frequencies.shape}")
+        total = 1 << self.precision
+        if starts.size and (starts.min() < 0 or frequencies.min() < 1 or (starts + frequencies).max() > total):
             raise ValueError(
                 f"every interval needs start >= 0, frequency >= 1 and start + frequency <= 2**{self.precision}"
             )

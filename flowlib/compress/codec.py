@@ -151,7 +151,9 @@ class _Level:
         self.mixtures, self.rows, self.tables = mixtures, rows, tables
         offsets, buckets = mixtures.windows(TAIL_SCALES) if tables is None else (tables.offsets, tables.buckets)
         self.offsets, buckets = offsets[rows], buckets[rows]
-        self.groups = [(2 * HALF_WIDTHS[bucket] + 1, np.flatnonzero(buckets == bucket)) for bucket in np.unique(buckets)]
+        self.groups = [
+            (2 * HALF_WIDTHS[bucket] + 1, np.flatnonzero(buckets == bucket)) for bucket in np.unique(buckets)
+        ]
 
     def intervals(self, size: int, items: np.ndarray, values: np.ndarray):
         """Symbols (the escape is ``size``) and intervals ``(starts, frequencies)`` of ``values`` at ``items``."""
@@ -241,7 +243,8 @@ def compress(images: Tensor | np.ndarray, model: IDF, *, allow_raw: bool = True)
             RawChunkWarning,
             stacklevel=2,
         )
-    return pack(coder.to_bytes(), shape=model.image_shape, count=len(images), model_fingerprint=model_fingerprint(model))
+    fingerprint = model_fingerprint(model)
+    return pack(coder.to_bytes(), shape=model.image_shape, count=len(images), model_fingerprint=fingerprint)
 
 
 def _encode(images: Tensor, model: IDF, coder, allow_raw: bool) -> int:
@@ -345,7 +348,8 @@ def _decode_chunk(coder: VectorRANS, model: IDF, priors: _Priors, num_images: in
         try:
             pixels = _decode_levels(coder, model, priors, num_images) + PIXEL_OFFSET
         except ExactArithmeticError:  # the exact networks refuse inputs that no image can produce
-            raise CorruptStreamError(f"the stream decodes to latents this model cannot have made{_FRESH_COPY}") from None
+            message = f"the stream decodes to latents this model cannot have made{_FRESH_COPY}"
+            raise CorruptStreamError(message) from None
         if pixels.min() < 0 or pixels.max() > 255:
             raise CorruptStreamError(f"the stream decodes to values outside 0..255{_FRESH_COPY}")
         images = pixels.to(torch.uint8).cpu()
