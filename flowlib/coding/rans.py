@@ -610,10 +610,12 @@ class VectorRANS:
 
     def pop_compiled(self, kernel: Callable, count: int, *arguments) -> np.ndarray:
         """Pop ``count`` symbols with a compiled loop ``kernel(state, stack, top, *arguments, symbols) -> top`` (-1
-        when the stack runs out of words), as the kernels of this package do; returns the symbols (count,) int64."""
-        symbols = np.empty(count, dtype=np.int64)
+        when the stack runs out of words, which raises :class:`CorruptStreamError` and leaves the coder as it was),
+        as the kernels of this package do; returns the symbols (count,) int64."""
+        symbols, saved = np.empty(count, dtype=np.int64), self._state.copy()
         top = kernel(self._state, self._stack, self._top, *arguments, symbols)
         if top < 0:
+            self._state = saved
             raise CorruptStreamError(_OUT_OF_WORDS)
         self._top = top
         return symbols
