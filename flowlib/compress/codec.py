@@ -226,8 +226,8 @@ def compress(images: Tensor | np.ndarray, model: IDF, *, allow_raw: bool = True)
     :class:`flowlib.models.idf.ExactArithmeticError` (a ``ValueError``) for a model whose weights have diverged.
 
     Example:
-        >>> model = IDF((1, 4, 4), num_levels=1, num_couplings=1, hidden_channels=4)
-        >>> images = torch.zeros(3, 1, 4, 4, dtype=torch.uint8)
+        >>> model = IDF((1, 8, 8), num_levels=2, num_couplings=1, hidden_channels=4)
+        >>> images = torch.full((3, 1, 8, 8), 128, dtype=torch.uint8)
         >>> bool(torch.equal(decompress(compress(images, model), model), images))
         True
     """
