@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -78,12 +79,13 @@ OUTPUT_SCALE = 16.0  # network outputs are multiplied by 16: shifts and prior me
 WEIGHT_BITS = 16  # coding path: weights and biases on the grid 2^-16
 ACTIVATION_BITS = 18  # coding path: network activations on the grid 2^-18
 PARAMETER_BITS = 12  # coding path: prior means and log-scales on the grid 2^-12 before building tables
-_EXACT_BOUND = 2.0 ** (52 - WEIGHT_BITS - ACTIVATION_BITS)  # |partial sums| below this are exact in float64
 LOG_SCALE_MIN, LOG_SCALE_MAX = -6.0, 6.0  # prior scales between e^-6 (one certain bin) and e^6 (~ 400 values)
 
 
-class ExactArithmeticError(ArithmeticError):
-    """The coding path's fixed-point arithmetic would lose exactness (activations grew too large)."""
+class ExactArithmeticError(ArithmeticError, ValueError):
+    """The coding path's fixed-point arithmetic would lose exactness: the network's weights or activations are too
+    large (or not finite). Raised by :meth:`IDF.forward_integer` and :func:`flowlib.compress.compress` for a model
+    whose weights have diverged; :func:`flowlib.compress.decompress` reports it as a corrupt stream."""
 
 
 def round_ste(x: Tensor) -> Tensor:
@@ -96,37 +98,86 @@ def quantize(x: Tensor, bits: int) -> Tensor:
     return torch.round(x * 2.0**bits) / 2.0**bits
 
 
-def _exact_conv2d(x: Tensor, conv: nn.Conv2d) -> Tensor:
-    """``conv(x)`` in exact float64 arithmetic: ``x`` on the grid ``2^-ACTIVATION_BITS``, weights rounded.
+EXACT_BLOCK = 2048  # pixel positions per block of the exact network: a block's activations stay in the CPU cache
+_EXACT_LIMIT = 2.0**52  # integers below this, and every partial sum of them, are exact in float64
 
-    Every product lies on the grid ``2^-(WEIGHT_BITS + ACTIVATION_BITS) = 2^-34`` and every partial sum is bounded
-    by ``max|x| * max_o sum_i |w_oi| + max|b|``; below ``2^(52 - 34)`` all of them are exact, so the result does not
-    depend on the order of summation. Explicit matrix products (im2col, or one 1x1 map per kernel tap followed by
-    shifted sums) avoid convolution algorithms (FFT, Winograd) that would round intermediate values.
+
+class _IntegerLayer(NamedTuple):
+    """A convolution of the coding path in integer units of ``2^-WEIGHT_BITS`` (float64 integers)."""
+
+    weight: Tensor  # (C_out, k * k * C_in), columns ordered kernel row, kernel column, channel
+    bias: Tensor  # (C_out, 1), already in the units of the sums, 2^-(WEIGHT_BITS + ACTIVATION_BITS)
+    norm: Tensor  # max over outputs of sum |weight|: a sum's bound per unit of input bound
+    bias_bound: Tensor  # max |bias|
+    kernel: int  # 1 or 3
+
+    @classmethod
+    def of(cls, conv: nn.Conv2d) -> _IntegerLayer:
+        weight = torch.round(conv.weight.detach().double() * 2.0**WEIGHT_BITS)
+        bias = torch.round(conv.bias.detach().double() * 2.0**WEIGHT_BITS) * 2.0**ACTIVATION_BITS
+        if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
+            raise ExactArithmeticError("the network has weights that are not finite (NaN or inf): retrain the model")
+        matrix = weight.permute(0, 2, 3, 1).reshape(conv.out_channels, -1)
+        return cls(matrix, bias.view(-1, 1), matrix.abs().sum(dim=1).max(), bias.abs().max(), conv.kernel_size[0])
+
+    def __call__(self, x: Tensor, bound: Tensor) -> Tensor:
+        """``W x + bias`` (C_out, B, H, W) in units of ``2^-34`` for integer activations ``x`` (C, B, H, W) in units
+        of ``2^-18`` with ``|x| <= bound``: exact, after checking that no partial sum can reach ``2^52`` (so any
+        order of the sums, on any number of threads, BLAS library or device, gives these integers).
+
+        A 3x3 layer (padding 1) with at least as many output as input channels is one matrix product with the nine
+        zero-padded shifted copies of ``x``; with fewer, each kernel tap is applied as a 1x1 map (nine narrow outputs
+        instead of nine copies of a wide input) and the nine maps are added at their offsets.
+        """
+        reach = bound * self.norm + self.bias_bound
+        if not reach < _EXACT_LIMIT:
+            raise ExactArithmeticError(
+                f"exact network bound {reach.item():.3g} (in units of 2^-34) reaches 2^52: the network's activations "
+                "are too large for exact float64 arithmetic; the model's weights have diverged, retrain it"
+            )
+        channels, batch, height, width = x.shape
+        out_channels = len(self.bias)
+        if self.kernel == 1:
+            return torch.addmm(self.bias, self.weight, x.reshape(channels, -1)).view(-1, batch, height, width)
+        if out_channels >= channels:
+            padded = F.pad(x, (1, 1, 1, 1))
+            shifted = [padded[:, :, i : i + height, j : j + width] for i in range(3) for j in range(3)]
+            inputs = torch.stack(shifted).view(9 * channels, -1)
+            return torch.addmm(self.bias, self.weight, inputs).view(-1, batch, height, width)
+        taps = self.weight.view(out_channels, 3, 3, channels).permute(1, 2, 0, 3).reshape(-1, channels)
+        taps = F.pad((taps @ x.reshape(channels, -1)).view(3, 3, out_channels, batch, height, width), (1, 1, 1, 1))
+        out = self.bias.view(-1, 1, 1, 1).expand(out_channels, batch, height, width).clone()
+        for i in range(3):  # tap (i, j) at (y', x') adds to the output at (y' + 1 - i, x' + 1 - j)
+            for j in range(3):
+                out += taps[i, j, :, :, i : i + height, j : j + width]
+        return out
+
+
+def _exact_network(layers: nn.ModuleList, x: Tensor) -> Tensor:
+    """The :class:`ConditionerNet` ``3x3 conv, ReLU, 1x1 conv, ReLU, 3x3 conv`` on the coding path, exactly.
+
+    ``x`` (B, C, H, W) float64 on the grid ``2^-ACTIVATION_BITS``. Every quantity is held as an integer: inputs and
+    activations ``A`` in units of ``2^-18``, weights ``W`` and biases in ``2^-16``, so a layer's sums ``W A`` are
+    integers in units of ``2^-34``; the next activation is ``relu(round(sum / 2^16))`` (in ``2^-18`` again). Below
+    ``2^52`` every product and partial sum of integers is exact in float64 (checked per layer), so the output does
+    not depend on the order of summation (:class:`_IntegerLayer`). The images go through in blocks of about
+    :data:`EXACT_BLOCK` pixel positions, so that a block's activations stay in the CPU cache. Returns the network's
+    output in real units (float64, exact).
     """
-    weight = quantize(conv.weight.detach().double(), WEIGHT_BITS)
-    bias = quantize(conv.bias.detach().double(), WEIGHT_BITS)
-    bound = x.abs().max() * weight.abs().sum(dim=(1, 2, 3)).max() + bias.abs().max()
-    if bound >= _EXACT_BOUND:
-        raise ExactArithmeticError(
-            f"exact convolution bound {bound.item():.3g} exceeds {_EXACT_BOUND:.3g}: the network's activations are "
-            "too large for exact float64 arithmetic; the model's weights have diverged, retrain it"
-        )
-    batch, channels, height, width = x.shape
-    out_channels, (kernel_height, kernel_width) = conv.out_channels, conv.kernel_size
-    if out_channels >= channels or kernel_height * kernel_width == 1:
-        columns = F.unfold(x, conv.kernel_size, padding=conv.padding)  # (B, C_in * k * k, H * W)
-        out = weight.view(out_channels, -1) @ columns + bias.view(-1, 1)
-        return out.view(batch, out_channels, height, width)
-    # Few output channels: apply every kernel tap as a 1x1 map first, then add the shifted maps (cheaper than im2col).
-    padded = F.pad(x, (conv.padding[1], conv.padding[1], conv.padding[0], conv.padding[0]))
-    taps = weight.permute(2, 3, 0, 1).reshape(-1, channels) @ padded.flatten(2)  # (B, k * k * C_out, H_p * W_p)
-    taps = taps.view(batch, kernel_height, kernel_width, out_channels, *padded.shape[2:])
-    out = bias.view(1, -1, 1, 1).expand(batch, out_channels, height, width).clone()
-    for i in range(kernel_height):
-        for j in range(kernel_width):
-            out += taps[:, i, j, :, i : i + height, j : j + width]
-    return out
+    first_layer, middle_layer, last_layer = (_IntegerLayer.of(conv) for conv in layers)
+    batch, _, height, width = x.shape
+    integers = x.transpose(0, 1) * 2.0**ACTIVATION_BITS  # (C, B, H, W)
+    input_bound = integers.abs().max() if batch else 0.0
+    out = x.new_empty(len(last_layer.bias), batch, height, width)
+    step = max(1, EXACT_BLOCK // (height * width))
+    for first in range(0, batch, step):
+        images = slice(first, first + step)
+        hidden, bound = integers[:, images], input_bound
+        for layer in (first_layer, middle_layer):
+            hidden = layer(hidden, bound).mul_(2.0**-WEIGHT_BITS).round_().clamp_min_(0)  # ReLU after rounding
+            bound = hidden.max()
+        out[:, images] = last_layer(hidden, bound)
+    return out.transpose(0, 1) * 2.0 ** -(WEIGHT_BITS + ACTIVATION_BITS)
 
 
 class ConditionerNet(nn.Module):
@@ -153,13 +204,12 @@ class ConditionerNet(nn.Module):
         nn.init.zeros_(self.layers[-1].bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        exact = x.dtype == torch.float64
+        if x.dtype == torch.float64:
+            return _exact_network(self.layers, x)
         for index, layer in enumerate(self.layers):
-            x = _exact_conv2d(x, layer) if exact else layer(x)
+            x = layer(x)
             if index < len(self.layers) - 1:
                 x = torch.relu(x)
-                if exact:
-                    x = quantize(x, ACTIVATION_BITS)
         return x
 
 
@@ -403,6 +453,13 @@ class IDF(nn.Module):
     ):
         super().__init__()
         self.image_shape = tuple(image_shape)
+        factor = 2**num_levels
+        if len(self.image_shape) != 3 or self.image_shape[1] % factor or self.image_shape[2] % factor:
+            raise InputShapeError(
+                f"IDF with num_levels={num_levels} halves the height and width at every level, so they must stay "
+                f"even: image_shape must be (C, H, W) with H and W divisible by {factor}; got {self.image_shape} "
+                "(crop or pad the images, or use fewer levels)"
+            )
         self.config = dict(
             image_shape=list(image_shape), num_levels=num_levels, num_couplings=num_couplings,
             hidden_channels=hidden_channels, num_components=num_components, factor_components=factor_components,
@@ -482,20 +539,23 @@ class IDF(nn.Module):
     def inverse_integer(self, latents: list[Tensor]) -> Tensor:
         """``uint8`` images ``(B, C, H, W)`` from latents ``[z_1, ..., z_L]``, inverting :meth:`forward_integer`.
 
-        Raises ``ValueError`` if the latents do not map to pixels in ``0..255`` (they were not made by this model).
+        Raises ``ValueError`` if the latents are not integers (NaN, infinite or fractional values) or do not map to
+        pixels in ``0..255`` (they were not made by this model).
         """
         if len(latents) != len(self.levels):
             raise ValueError(f"expected {len(self.levels)} latent tensors (one per level), got {len(latents)}")
         y = None
         for index in reversed(range(len(self.levels))):
-            expected = self.levels[index].latent_shape
-            if tuple(latents[index].shape[1:]) != expected:
+            latent, expected = latents[index], self.levels[index].latent_shape
+            if tuple(latent.shape[1:]) != expected or len(latent) != len(latents[0]):
                 raise InputShapeError(
-                    f"latent {index} should have shape (B, {expected}), got {tuple(latents[index].shape)}"
+                    f"latent {index} should have shape ({len(latents[0])}, {expected}), got {tuple(latent.shape)}"
                 )
-            y = self.inverse_latent_level(index, y, latents[index])
+            if latent.is_floating_point() and not bool((torch.isfinite(latent) & (latent == latent.round())).all()):
+                raise ValueError(f"latent {index} holds values that are not integers (NaN, inf or fractions)")
+            y = self.inverse_latent_level(index, y, latent)
         pixels = y + PIXEL_OFFSET
-        if pixels.min() < 0 or pixels.max() > 255:
+        if bool(((pixels < 0) | (pixels > 255)).any()):
             raise ValueError("these latents do not decode to pixels in 0..255; they were not produced by this model")
         return pixels.to(torch.uint8)
 
