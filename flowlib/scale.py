@@ -31,41 +31,46 @@ SIZES: dict[str, dict[Scale, dict]] = {
     "01_coupling_layers": {
         "quick": dict(
             toy_samples=2_000, toy_steps=60, toy_batch_size=256, toy_couplings=4, toy_hidden=32,
-            train_subset=1_024, test_subset=256, batch_size=64,
+            train_subset=1_024, test_subset=256, batch_size=64, lr=1e-3, warmup_steps=5,
             nice_hidden=64, nice_hidden_layers=2, nice_epochs=1,
             realnvp_hidden=8, realnvp_blocks=1, realnvp_steps=6,
-            mask_hidden=8, mask_couplings=2, mask_steps=6,
+            mask_hidden=8, mask_couplings=2, mask_steps=6, mask_seeds=1, quality_images=100,
         ),
+        # toys 6 x ~15 s, NICE ~5 min, RealNVP ~15 min, mask comparison 9 x ~40 s: ~28 min on one CPU thread
         "standard": dict(
             toy_samples=20_000, toy_steps=1_200, toy_batch_size=256, toy_couplings=8, toy_hidden=64,
-            train_subset=None, test_subset=None, batch_size=64,
-            nice_hidden=128, nice_hidden_layers=4, nice_epochs=4,
-            realnvp_hidden=16, realnvp_blocks=1, realnvp_steps=300,
-            mask_hidden=16, mask_couplings=4, mask_steps=250,
+            train_subset=None, test_subset=None, batch_size=64, lr=1e-3, warmup_steps=200,
+            nice_hidden=128, nice_hidden_layers=5, nice_epochs=4,
+            realnvp_hidden=32, realnvp_blocks=1, realnvp_steps=3_500,
+            mask_hidden=16, mask_couplings=4, mask_steps=400, mask_seeds=3, quality_images=1_000,
         ),
         "full": dict(
             toy_samples=100_000, toy_steps=10_000, toy_batch_size=512, toy_couplings=12, toy_hidden=128,
-            train_subset=None, test_subset=None, batch_size=128,
+            train_subset=None, test_subset=None, batch_size=128, lr=1e-3, warmup_steps=500,
             nice_hidden=1_000, nice_hidden_layers=5, nice_epochs=100,
             realnvp_hidden=64, realnvp_blocks=4, realnvp_steps=50_000,
-            mask_hidden=64, mask_couplings=4, mask_steps=10_000,
+            mask_hidden=64, mask_couplings=4, mask_steps=10_000, mask_seeds=3, quality_images=10_000,
         ),
     },
     "02_multiscale_flows": {
         "quick": dict(
-            train_subset=1_024, test_subset=256, batch_size=64, lr=1e-3, max_grad_norm=50.0,
+            train_subset=1_024, test_subset=256, batch_size=64, lr=1e-3, warmup_steps=5, max_grad_norm=50.0,
             ablation_mixings=("reverse", "householder", "lu"), ablation_num_steps=2, ablation_hidden=16,
-            ablation_steps=6, main_num_steps=2, main_hidden=16, main_steps=10,
+            ablation_steps=6, ablation_seeds=1, main_num_steps=2, main_hidden=16, main_steps=10,
+            quality_images=100,
         ),
+        # main Glow ~18 min, ablation 3 mixings x 3 seeds x ~50 s: ~26 min on one CPU thread
         "standard": dict(
-            train_subset=None, test_subset=None, batch_size=64, lr=1e-3, max_grad_norm=50.0,
+            train_subset=None, test_subset=None, batch_size=64, lr=1e-3, warmup_steps=200, max_grad_norm=50.0,
             ablation_mixings=("reverse", "householder", "lu"), ablation_num_steps=4, ablation_hidden=64,
-            ablation_steps=350, main_num_steps=6, main_hidden=64, main_steps=800,
+            ablation_steps=400, ablation_seeds=3, main_num_steps=6, main_hidden=64, main_steps=9_000,
+            quality_images=1_000,
         ),
         "full": dict(
-            train_subset=None, test_subset=None, batch_size=128, lr=1e-3, max_grad_norm=50.0,
+            train_subset=None, test_subset=None, batch_size=128, lr=1e-3, warmup_steps=500, max_grad_norm=50.0,
             ablation_mixings=("reverse", "permutation", "householder", "lu"), ablation_num_steps=8,
-            ablation_hidden=256, ablation_steps=20_000, main_num_steps=10, main_hidden=256, main_steps=100_000,
+            ablation_hidden=256, ablation_steps=20_000, ablation_seeds=3, main_num_steps=10, main_hidden=256,
+            main_steps=100_000, quality_images=10_000,
         ),
     },
     "03_pie": {
