@@ -97,17 +97,17 @@ SIZES: dict[str, dict[Scale, dict]] = {
         "quick": dict(
             hidden_channels=8, num_couplings=1, num_levels=2, num_components=5, factor_components=1, epochs=1,
             max_steps=30, batch_size=32, lr=3e-3, train_subset=2_048, eval_images=64, test_images=64,
-            determinism_images=16,
+            determinism_images=16, mosaic_side=8,
         ),
         "standard": dict(
             hidden_channels=40, num_couplings=4, num_levels=2, num_components=5, factor_components=3, epochs=1,
             max_steps=1_500, batch_size=32, lr=3e-3, train_subset=None, eval_images=1_000, test_images=10_000,
-            determinism_images=256,
+            determinism_images=256, mosaic_side=10,
         ),
         "full": dict(
             hidden_channels=128, num_couplings=8, num_levels=2, num_components=5, factor_components=5, epochs=100,
             max_steps=None, batch_size=64, lr=1e-3, train_subset=None, eval_images=10_000, test_images=10_000,
-            determinism_images=1_000,
+            determinism_images=1_000, mosaic_side=10,
         ),
     },
 }
