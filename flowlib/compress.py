@@ -21,8 +21,10 @@ Decoding a file made by another model, a truncated, corrupted or foreign file ra
 (:class:`flowlib.coding.ContainerError` or :class:`flowlib.coding.CorruptStreamError`); wrong pixels are never
 returned silently (the container's checksum, the coder's end state and the pixel CRC all have to agree).
 
-Command line (``--model`` names a committed checkpoint)::
+Command line, ``flowlib-compress`` once the package is installed (or ``python -m flowlib.compress``); ``--model``
+names a committed checkpoint, downloaded on first use outside a clone (:mod:`flowlib.checkpoints`)::
 
+    flowlib-compress encode digits/ more.png batch.npy --model 07_idf-mnist-standard --output x.flz
     python -m flowlib.compress encode digits/ more.png batch.npy --model 07_idf-mnist-standard --output x.flz
     python -m flowlib.compress decode x.flz --model 07_idf-mnist-standard --output decoded/      # PNG files
     python -m flowlib.compress decode x.flz --model 07_idf-mnist-standard --output decoded.npy   # (N, C, H, W)
@@ -484,10 +486,10 @@ def _write_outputs(images: Tensor, output: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m flowlib.compress encode|decode ...`` (see the module docstring)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m flowlib.compress", description="Lossless image compression with IDF + rANS."
-    )
+    """``flowlib-compress encode|decode ...`` or ``python -m flowlib.compress ...`` (see the module docstring)."""
+    invoked_as = Path(sys.argv[0]).name
+    prog = "flowlib-compress" if invoked_as.startswith("flowlib-compress") else "python -m flowlib.compress"
+    parser = argparse.ArgumentParser(prog=prog, description="Lossless image compression with IDF + rANS.")
     commands = parser.add_subparsers(dest="command", required=True)
     encode = commands.add_parser("encode", help="compress PNG files, folders of PNGs and .npy arrays into one file")
     encode.add_argument("inputs", nargs="+", help="PNG files, folders of PNGs, .npy uint8 arrays")
@@ -496,7 +498,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for command in (encode, decode):
         command.add_argument("--model", required=True, help="checkpoint name, e.g. 07_idf-mnist-standard")
         command.add_argument("--output", required=True, help="encode: the file to write; decode: a folder or a .npy")
-        command.add_argument("--checkpoint-dir", default=None, help="folder of checkpoints (default: the repository's)")
+        command.add_argument("--checkpoint-dir", default=None, help="checkpoint folder (default: found/downloaded)")
     args = parser.parse_args(argv)
     try:
         model = load_model(args.model, args.checkpoint_dir)
