@@ -207,7 +207,7 @@ def test_default_scale_without_checkpoints_falls_back(monkeypatch, capsys):
     sizes = recipes.chapter_sizes("03_pie")
     assert sizes.scale == "standard" and os.environ["FLOWLIB_SCALE"] == "standard"
     message = capsys.readouterr().out
-    assert "default scale 'full'" in message and "using scale 'standard'" in message and "30 min" in message
+    assert "default scale 'full'" in message and "using scale 'standard'" in message and "30.0 min" in message
 
 
 def test_explicit_scale_without_checkpoints_says_how_long_before_training(monkeypatch, capsys):
@@ -215,14 +215,14 @@ def test_explicit_scale_without_checkpoints_says_how_long_before_training(monkey
     monkeypatch.setenv("FLOWLIB_SCALE", "full")
     assert recipes.chapter_sizes("03_pie").scale == "full"
     message = capsys.readouterr().out
-    assert "train now" in message and "30 min on cpu" in message and "FLOWLIB_SCALE=standard" in message
+    assert "train now" in message and "30.0 min on cpu" in message and "FLOWLIB_SCALE=standard" in message
 
 
 def test_scale_with_checkpoints_loads_them(monkeypatch, capsys):
     _only_standard_checkpoints(monkeypatch)
     monkeypatch.setenv("FLOWLIB_SCALE", "standard")
     assert recipes.chapter_sizes("03_pie").scale == "standard"
-    assert "2 checkpoints of 03_pie are loaded" in capsys.readouterr().out
+    assert "loading 2 checkpoints of 03_pie" in capsys.readouterr().out
     monkeypatch.setenv("FLOWLIB_RETRAIN", "1")
     assert recipes.chapter_sizes("03_pie").scale == "standard"
     assert "train now at scale 'standard'" in capsys.readouterr().out

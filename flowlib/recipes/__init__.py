@@ -6,10 +6,10 @@ the chapter without its number (chapter ``03_pie`` -> :mod:`flowlib.recipes.pie`
 
     recipes(S, device) -> dict[str, Recipe]
 
-where ``S`` is :func:`flowlib.scale.sizes` of that chapter. A notebook takes its sizes from :func:`chapter_sizes` (which
-falls back to a scale that has checkpoints, or says how long training will take), builds its first model by hand,
-checks it against the builder, then loads the rest with :func:`load_or_train`; ``python -m flowlib.pretrain CHAPTER`` trains
-every recipe of a chapter without Jupyter.
+where ``S`` is :func:`flowlib.scale.sizes` of that chapter. A notebook takes its sizes from :func:`chapter_sizes`
+(which falls back to a scale that has checkpoints, or says how long training will take), builds its first model by
+hand, checks it against the builder, then loads the rest with :func:`load_or_train`; ``python -m flowlib.pretrain
+CHAPTER`` trains every recipe of a chapter without Jupyter.
 
 Checkpoint names are ``<chapter>-<recipe name>-<scale>``, e.g. ``03_pie-pie_eps0.01-standard``, so every scale has
 its own weights.
@@ -117,12 +117,18 @@ def _chapter_checkpoints(chapter: str, scale: str) -> dict[str, dict[str, Any]]:
 
 
 def _recorded_time(entries: dict[str, dict[str, Any]]) -> str:
+    """``"recorded training time: 4.2 min on cpu"`` from the manifest's ``seconds`` (and ``device``) of ``entries``."""
     seconds = [entry["seconds"] for entry in entries.values() if isinstance(entry.get("seconds"), (int, float))]
     if not seconds:
         return "no training time is recorded"
+    total = sum(seconds)
+    duration = f"{total:.0f} s" if total < 120 else f"{total / 60:.1f} min" if total < 7200 else f"{total / 3600:.1f} h"
     devices = sorted({str(entry["device"]) for entry in entries.values() if "device" in entry})
-    where = f" on {'/'.join(devices)}" if devices else ""
-    return f"their recorded training time is {sum(seconds) / 60:.0f} min{where} ({len(seconds)} models)"
+    return f"recorded training time: {duration}" + (f" on {'/'.join(devices)}" if devices else "")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def chapter_sizes(chapter: str) -> SimpleNamespace:
@@ -153,11 +159,11 @@ def chapter_sizes(chapter: str) -> SimpleNamespace:
         return sizes(chapter, scale)
     found = _chapter_checkpoints(chapter, scale)
     if found and not retrain_requested():
-        print(f"scale {scale!r}: {len(found)} checkpoints of {chapter} are loaded, not trained "
-              f"(FLOWLIB_RETRAIN=1 trains them again: {_recorded_time(found)})")
+        print(f"scale {scale!r}: loading {_count(len(found), 'checkpoint')} of {chapter} instead of training "
+              f"(FLOWLIB_RETRAIN=1 trains again; {_recorded_time(found)})")
         return sizes(chapter, scale)
     if found:
-        print(f"FLOWLIB_RETRAIN=1: the models of {chapter} train now at scale {scale!r}; {_recorded_time(found)}")
+        print(f"FLOWLIB_RETRAIN=1: the models of {chapter} train now at scale {scale!r} ({_recorded_time(found)})")
         return sizes(chapter, scale)
     recorded = {other: _chapter_checkpoints(chapter, other) for other in SCALES if other != "quick"}
     recorded = {other: entries for other, entries in recorded.items() if entries}
@@ -166,8 +172,8 @@ def chapter_sizes(chapter: str) -> SimpleNamespace:
     if not os.environ.get("FLOWLIB_SCALE", "").strip() and nearest is not None and not retrain_requested():
         os.environ["FLOWLIB_SCALE"] = nearest
         print(f"No checkpoints of {chapter} at the default scale {scale!r}: using scale {nearest!r}, whose "
-              f"{len(recorded[nearest])} checkpoints load in seconds. To train at {scale!r} instead, set "
-              f"FLOWLIB_SCALE={scale} before running (at {nearest!r}, {_recorded_time(recorded[nearest])}).")
+              f"{_count(len(recorded[nearest]), 'checkpoint')} load in seconds. To train at {scale!r} instead, set "
+              f"FLOWLIB_SCALE={scale} before running ({nearest!r}: {_recorded_time(recorded[nearest])}).")
         return sizes(chapter, nearest)
     if nearest is None:
         print(f"No checkpoints of {chapter} at any scale: its models train now at scale {scale!r}")
