@@ -38,12 +38,13 @@ SOURCE = "git+https://github.com/flows-and-bottlenecks/book"
 try:
     importlib.metadata.distribution(DISTRIBUTION)
 except importlib.metadata.PackageNotFoundError:
-    command = [sys.executable, "-m", "pip", "install", "-q", f"{DISTRIBUTION} @ {SOURCE}"]
+    package = f"{DISTRIBUTION} @ {SOURCE}"
+    command = [sys.executable, "-m", "pip", "install", "-q", package]
     if subprocess.run(command).returncode != 0:
         print(
-            f"Could not install {DISTRIBUTION} (see pip's message above). Next step: connect\\n"
-            "to the internet and run this cell again; or, in a clone of the repository, run\\n"
-            "`pip install -e .` and restart the kernel."
+            f"Could not install {DISTRIBUTION} (see pip's message above).\\n"
+            "Next step: connect to the internet and run this cell again; or, in a\\n"
+            "clone of the repository, run `pip install -e .` and restart the kernel."
         )
 try:
     ours = importlib.util.find_spec("flowlib.recipes") is not None
@@ -51,12 +52,13 @@ except Exception:  # noqa: BLE001 - another package named flowlib, failing to im
     ours = False
 if importlib.util.find_spec("flowlib") and not ours:
     print(
-        "Another package named `flowlib` is installed, not this book's library. Next step:\\n"
-        f"`pip uninstall -y flowlib {DISTRIBUTION}`, run this cell again, restart the kernel."
+        "Another package named `flowlib` is installed, not this book's library.\\n"
+        f"Next step: `pip uninstall -y flowlib {DISTRIBUTION}`, run this cell again\\n"
+        "and restart the kernel."
     )'''
 
 # A markdown image whose source is remote, alone or inside a link: [![alt](https://...)](https://...)
-REMOTE_BADGE = re.compile(r"^\s*\[!\[[^\]]*\]\(https?://[^)]*\)\]\([^)]*\)\s*$\n?", re.MULTILINE)
+REMOTE_BADGE = re.compile(r"^[ \t]*\[!\[[^\]]*\]\(https?://[^)]*\)\]\([^)]*\)[ \t]*$\n?", re.MULTILINE)
 
 
 def standardize(notebook: nbformat.NotebookNode) -> bool:
