@@ -277,8 +277,8 @@ def _download(entry: dict[str, Any], destination: Path) -> None:
     except (urllib.error.URLError, OSError) as error:
         raise CheckpointError(
             f"could not download {entry['file']} from {url} ({error}). Connect to the internet, or clone the "
-            "repository and run from it, or set FLOWLIB_CHECKPOINT_URL to a folder or server holding the file, or "
-            "train it with FLOWLIB_RETRAIN=1"
+            "repository and run from it, or set FLOWLIB_CHECKPOINT_URL to a folder or server holding the file "
+            "(a notebook can also train it: FLOWLIB_RETRAIN=1)"
         ) from error
     finally:
         temporary.unlink(missing_ok=True)
