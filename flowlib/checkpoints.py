@@ -195,7 +195,8 @@ def available_checkpoints() -> dict[str, dict[str, Any]]:
 def checkpoint_metadata(name: str, directory: Path | str | None = None) -> dict[str, Any]:
     """The manifest entry of checkpoint ``name`` (sha256, size and whatever metadata was saved with it).
 
-    With ``directory``, only that folder's manifest is read; otherwise the lookup order of this module applies.
+    With ``directory``, only that folder's manifest is read; otherwise the lookup order of :mod:`flowlib.checkpoints`
+    applies.
     """
     manifest = read_manifest(directory) if directory is not None else available_checkpoints()
     if name not in manifest:
@@ -336,9 +337,9 @@ def save_checkpoint(
     model: nn.Module, name: str, *, metadata: dict[str, Any] | None = None, directory: Path | str | None = None
 ) -> Path:
     """Save ``model.state_dict()`` as ``<directory>/<name>.pt`` and record its sha256 (and ``metadata``) in that
-    folder's manifest. ``directory`` defaults to :func:`save_dir`. Returns the file's path.
+    folder's manifest. ``directory`` defaults to :func:`~flowlib.checkpoints.save_dir`. Returns the file's path.
 
-    Raises :class:`ManifestError` (and writes nothing) if the folder's manifest is damaged.
+    Raises :class:`~flowlib.checkpoints.ManifestError` (and writes nothing) if the folder's manifest is damaged.
     """
     directory = Path(directory) if directory is not None else save_dir()
     directory.mkdir(parents=True, exist_ok=True)
@@ -360,8 +361,9 @@ def save_checkpoint(
 def load_checkpoint(model: nn.Module, name: str, *, directory: Path | str | None = None) -> nn.Module:
     """Load checkpoint ``name`` into ``model`` after checking its sha256 against the manifest.
 
-    With ``directory``, only that folder is used; otherwise the lookup order of this module applies (the published
-    file is downloaded on first use). Raises :class:`CheckpointError` with what to do if that fails.
+    With ``directory``, only that folder is used; otherwise the lookup order of :mod:`flowlib.checkpoints` applies
+    (the published file is downloaded on first use). Raises :class:`~flowlib.checkpoints.CheckpointError` with what
+    to do if that fails.
     """
     path = checkpoint_path(name, directory)
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -388,9 +390,10 @@ def train_or_load(
     Name checkpoints after chapter, model and scale (``"03_pie-eps0.1-standard"``) so each scale has its own.
     ``train`` may return a dict of metadata (training time, final loss, a short loss curve) that is stored in the
     manifest and returned, so a notebook that loads weights can still show how they were obtained.
-    ``retrain`` defaults to :func:`retrain_requested`; ``save`` defaults to True except at the ``quick`` scale,
-    whose throw-away weights never enter a manifest; ``directory`` defaults to the lookup order of this module for
-    loading and :func:`save_dir` for saving. Returns ``(model, metadata)``; the model is in eval mode.
+    ``retrain`` defaults to :func:`~flowlib.checkpoints.retrain_requested`; ``save`` defaults to True except at
+    the ``quick`` scale, whose throw-away weights never enter a manifest; ``directory`` defaults to the lookup order
+    of :mod:`flowlib.checkpoints` for loading and :func:`~flowlib.checkpoints.save_dir` for saving.
+    Returns ``(model, metadata)``; the model is in eval mode.
     """
     from flowlib.scale import current_scale
 

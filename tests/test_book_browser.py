@@ -1,7 +1,7 @@
 """The built book as a reader's browser shows it: every page of ``_build/html`` opened in headless Chromium with
 the network off (any request that is not a local file is refused and counts as a failure).
 
-For every page: no console errors, no failed or remote requests; MathJax has typeset every math element (and
+For every page: no console errors, no failed or remote requests, no markup errors rendered; MathJax has typeset every math element (and
 reported no TeX error); every image has loaded; every link into the book resolves to a file, and to an element
 with that id when it names a fragment.
 
@@ -105,6 +105,8 @@ def test_page_renders_offline(browser, page_path):
     page.route("**/*", offline)
     try:
         page.goto(page_path.as_uri(), wait_until="load")
+        markup_errors = page.locator(".problematic, .system-message").all_inner_texts()
+        problems += [f"reStructuredText/MyST error rendered on the page: {text[:80]!r}" for text in markup_errors]
         math_elements = page.locator(".math").count()
         if math_elements:
             typeset = page.evaluate(
@@ -138,3 +140,19 @@ def test_page_renders_offline(browser, page_path):
     finally:
         page.close()
     assert not problems, "\n".join(dict.fromkeys(problems))
+
+
+def test_api_reference_documents_the_library():
+    """The API pages hold the docstrings (autodoc ran), and the index and search cover them."""
+    if not PAGES:
+        pytest.skip(f"the book is not built ({BOOK} has no pages): run `make book` first")
+    api = sorted((BOOK / "book" / "api").glob("*.html"))
+    assert len(api) >= 8, f"API reference pages: {[path.name for path in api]}"
+    for page in api:
+        if page.name != "index.html":
+            assert page.read_text().count('class="sig sig-object py"') >= 3, f"{page.name} documents no members"
+    index = (BOOK / "genindex.html").read_text()
+    for name in ("flowlib.checkpoints.load_checkpoint", "flowlib.transforms.AffineCoupling",
+                 "flowlib.coding.VectorRANS"):
+        assert name in index, f"{name} is not in the general index"
+    assert "flowlib.compress" in (BOOK / "searchindex.js").read_text()

@@ -3,11 +3,13 @@
 1. Directive ``flowlib-modules``: the API reference of every public submodule of a package, found at build
 time, so a module added to ``flowlib`` appears in the book without editing its pages.
 
-    ```{flowlib-modules} flowlib.models
+    ```{eval-rst}
+    .. flowlib-modules:: flowlib.models
     ```
 
 expands to one section per module (``flowlib.models.flow``, ``flowlib.models.glow``, ...), each an ``automodule``
-with its members (autodoc; docstrings read by napoleon).
+with its members (autodoc; docstrings read by napoleon). Like ``automodule`` itself, it must sit in an
+``eval-rst`` block: autodoc writes reStructuredText, which MyST would otherwise read as Markdown.
 
 2. Each script once per page: Jupyter Book 1.x registers sphinx-thebe's inline configuration script twice, and the
 second ``const THEBE_JS_URL`` declaration is a JavaScript error on every page (seen in the browser test).
@@ -19,6 +21,7 @@ import importlib
 import pkgutil
 
 from docutils import nodes
+from docutils.parsers.rst import directives
 from docutils.statemachine import StringList
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
@@ -36,12 +39,17 @@ def public_submodules(package_name: str) -> list[str]:
 
 
 class FlowlibModules(SphinxDirective):
+    """``.. flowlib-modules:: PACKAGE`` (add ``:no-members:`` for the modules' own docstrings only, where the
+    package page already documents the members it re-exports)."""
+
     required_arguments = 1
+    option_spec = {"no-members": directives.flag}
 
     def run(self) -> list[nodes.Node]:
+        members = [] if "no-members" in self.options else ["   :members:"]
         lines: list[str] = []
         for module in public_submodules(self.arguments[0]):
-            lines += [f"``{module}``", "-" * (len(module) + 4), "", f".. automodule:: {module}", "   :members:", ""]
+            lines += [f"``{module}``", "~" * (len(module) + 4), "", f".. automodule:: {module}", *members, ""]
         content = StringList(lines, source=self.get_source_info()[0])
         container = nodes.container()
         nested_parse_with_titles(self.state, content, container)

@@ -18,7 +18,7 @@ offset bytes field
 60     4     CRC-32 of bytes 0..59, the extra metadata and the payload
 ====== ===== ==========================================================================
 
-The container knows nothing about models: the caller passes the fingerprint, and :func:`unpack` refuses a file
+The container knows nothing about models: the caller passes the fingerprint, and :func:`flowlib.coding.unpack` refuses a file
 whose fingerprint differs from the expected one (decoding with other weights would produce garbage).
 """
 

@@ -2,7 +2,7 @@
 
 A recipe pairs a builder (a fresh, seeded model at the chapter's sizes) with a training function that returns the
 metadata stored beside the weights in ``checkpoints/MANIFEST.json``. Each chapter has one module here, named after
-the chapter without its number (chapter ``03_pie`` -> :mod:`flowlib.recipes.pie`), with a function
+the chapter without its number (chapter ``03_pie`` -> ``flowlib.recipes.pie``), with a function
 
     recipes(S, device) -> dict[str, Recipe]
 
