@@ -63,7 +63,8 @@ def drop_duplicate_scripts(app: Sphinx, pagename: str, templatename: str, contex
     unique = []
     for script in context.get("script_files", []):
         attributes = getattr(script, "attributes", {})
-        key = (str(getattr(script, "filename", script) or ""), tuple(sorted((k, str(v)) for k, v in attributes.items())))
+        filename = str(getattr(script, "filename", script) or "")
+        key = (filename, tuple(sorted((name, str(value)) for name, value in attributes.items())))
         if key not in seen:
             seen.add(key)
             unique.append(script)
