@@ -93,9 +93,7 @@ class ManifestError(CheckpointError):
 
 
 def _is_clone(root: Path) -> bool:
-    return (root / "checkpoints" / MANIFEST).is_file() and (root / "pyproject.toml").is_file() and (
-        root / "flowlib" / "__init__.py"
-    ).is_file()
+    return all((root / part).is_file() for part in (f"checkpoints/{MANIFEST}", "pyproject.toml", "flowlib/__init__.py"))
 
 
 def clone_checkpoint_dir() -> Path | None:
