@@ -48,6 +48,7 @@ execute: $(STAMP)
 		$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=7200 "$$notebook" \
 			|| exit 1; \
 	done
+	$(BIN)/python tools/notebooks.py $(NOTEBOOKS)
 
 ## benchmarks: speed and size comparisons against reference implementations, ratios printed
 benchmarks: $(STAMP)
