@@ -39,13 +39,15 @@ notebooks: $(STAMP)
 
 ## runtimes: time every notebook at the quick scale and regenerate the runtime table of book/intro.md
 runtimes: $(STAMP)
-	MPLBACKEND=Agg $(BIN)/python tools/runtimes.py --measure quick
+	$(BIN)/python tools/runtimes.py --measure quick
 
-## execute: re-execute every notebook in place at the scale of FLOWLIB_SCALE (refreshes the committed outputs)
+## execute: re-execute every notebook in place at the scale of FLOWLIB_SCALE (refreshes the committed outputs);
+## MPLBACKEND is unset for the kernels: with MPLBACKEND=Agg they would save no figures
 execute: $(STAMP)
 	for notebook in $(NOTEBOOKS); do \
 		echo "== $$notebook (scale: $${FLOWLIB_SCALE:-default})"; \
-		$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=7200 "$$notebook" \
+		env -u MPLBACKEND $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+			--ExecutePreprocessor.timeout=7200 "$$notebook" \
 			|| exit 1; \
 	done
 	$(BIN)/python tools/notebooks.py $(NOTEBOOKS)

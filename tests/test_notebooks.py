@@ -62,6 +62,19 @@ def test_reader_facing_text_has_no_process_words(path):
                 f"{path.name}, cell {index}: {text[max(0, match.start() - 40):match.end() + 40]!r}")
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
+def test_every_figure_is_saved_in_the_notebook(path):
+    """A cell that shows a figure holds it as an image (executed with MPLBACKEND=Agg, a kernel saves none)."""
+    notebook = _read(path)
+    if not any(cell.get("outputs") for cell in notebook.cells if cell.cell_type == "code"):
+        pytest.skip(f"{path.name} is not executed")
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type == "code" and "plt.show()" in cell.source:
+            images = [output for output in cell.outputs if "image/png" in output.get("data", {})]
+            assert images, f"{path.name}, cell {index} shows a figure but holds no image: re-execute it without " \
+                           "MPLBACKEND=Agg (`make execute` unsets it)"
+
+
 def test_standardizing_is_idempotent_and_removes_badges():
     notebook = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_markdown_cell("# Title\n\n[![Open In Colab](https://colab.example/badge.svg)]"

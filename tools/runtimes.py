@@ -86,6 +86,7 @@ def measure(scale: str) -> None:
 
     records = json.loads(RECORDS.read_text()) if RECORDS.exists() else {}
     os.environ["FLOWLIB_SCALE"] = scale
+    os.environ.pop("MPLBACKEND", None)  # kernels draw figures with the inline backend, as for readers
     import torch
 
     threads = _count(torch.get_num_threads(), "thread")  # what the notebooks' kernels get (OMP_NUM_THREADS)
