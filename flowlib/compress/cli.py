@@ -41,9 +41,9 @@ IMAGE_SUFFIXES = (".png", ".npy")
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the command line on ``argv`` (default: ``sys.argv[1:]``)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m flowlib.compress", description="Lossless image compression with IDF + rANS."
-    )
+    invoked_as = Path(sys.argv[0]).name
+    prog = "flowlib-compress" if invoked_as.startswith("flowlib-compress") else "python -m flowlib.compress"
+    parser = argparse.ArgumentParser(prog=prog, description="Lossless image compression with IDF + rANS.")
     commands = parser.add_subparsers(dest="command", required=True)
     encode = commands.add_parser("encode", help="compress PNG files, .npy arrays and folders of them into one file")
     encode.add_argument("inputs", nargs="+", help="PNG files, .npy uint8 arrays, folders of them")
@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for command in (encode, decode):
         command.add_argument("--model", required=True, help="checkpoint name, e.g. 07_idf-mnist-standard")
         command.add_argument("--output", required=True, help="encode: the file to write; decode: a folder or a .npy")
-        command.add_argument("--checkpoint-dir", default=None, help="folder of checkpoints (default: the repository's)")
+        command.add_argument("--checkpoint-dir", default=None, help="checkpoint folder (default: found/downloaded)")
         command.add_argument("--force", action="store_true", help="replace an existing output file")
     args = parser.parse_args(argv)
     try:

@@ -13,11 +13,11 @@ constrained to the graph of a function ``g: R^d -> R^(D-d)``. Then
 is the pseudo-invertible encoder: invertible on ``X`` (Eq. 3), a dimensionality reduction everywhere.
 
 Sec. 3.2, likelihood. With ``p(z, r) = p(r | z) p(z)`` (Eq. 7), the constraint ``r = g(z)`` is the density
-``delta(r - g(z)) p(z)`` (Eq. 9); the delta is approximated by a narrow Gaussian (Eq. 10-12), giving
+``delta(r - g(z)) p(z)`` (Eq. 9); the delta is approximated by a narrow Gaussian (Eq. 10-12), giving::
 
     log p(x) ~= log p(z) + log N(r | g(z), eps^2 I) + log |det dF/dx|                                 (Eq. 13)
 
-with ``p(z) = N(0, I)``. Sec. 3.3: ``F`` is a composition of blocks that each factor out a residual (Eq. 14-16), so
+with ``p(z) = N(0, I)``. Sec. 3.3: ``F`` is a composition of blocks that each factor out a residual (Eq. 14-16), so::
 
     log p(x) ~= log p(z) + sum_l log N(r_l | g_l(z_l), eps^2 I) + sum_l sum_k log |det J_kl|           (Eq. 17)
 
