@@ -8,6 +8,9 @@ per batch by :func:`image_loader`:
 * ``"dequantized"``: ``(x + u) / 256`` with fresh ``u ~ U[0, 1)`` every time a batch is drawn (continuous flows);
 * ``"unit"``: ``x / 255`` in ``[0, 1]`` (auto-encoders).
 
+Your own data goes through :func:`as_batches`, which turns a tensor, a ``(inputs, labels)`` pair of tensors, a
+``Dataset`` or a ``DataLoader`` into re-iterable batches; :func:`batch_inputs` picks the model input out of a batch.
+
 Where the files live: ``$FLOWLIB_DATA_DIR`` if set, else ``~/.cache/flowlib/data``. The root uses torchvision's
 layout (``MNIST/raw/...``, ``FashionMNIST/raw/...``); torchvision downloads the data there when the machine is
 online and the files are missing.
@@ -16,18 +19,22 @@ online and the files are missing.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 __all__ = [
     "DataNotFoundError",
     "IMAGE_DATASETS",
     "TOY_DENSITIES",
+    "TensorBatches",
+    "as_batches",
+    "batch_inputs",
     "data_root",
     "dequantize",
     "digits_8x8",
@@ -212,3 +219,135 @@ def toy_2d(name: str, num_samples: int, seed: int = 0) -> Tensor:
         points = 2.0 * np.einsum("ti,tij->tj", features, rotations)
     return torch.as_tensor(points, dtype=torch.float32)
 
+
+
+# --- your own data -----------------------------------------------------------------------------------------------
+
+
+class TensorBatches:
+    """Re-iterable mini-batches of in-memory tensors, drawn by slicing (no per-example collation).
+
+    Each pass yields ``tensors[0][index]`` alone when one tensor was given, else a tuple with every tensor indexed
+    the same way. ``shuffle`` draws a fresh order every pass from a generator seeded with ``seed``, so two objects
+    built alike yield the same batches. Made by :func:`as_batches`; ``len()`` is the number of batches per pass.
+
+    Example:
+        >>> batches = TensorBatches((torch.arange(5),), batch_size=2)
+        >>> [batch.tolist() for batch in batches], len(batches)
+        ([[0, 1], [2, 3], [4]], 3)
+    """
+
+    def __init__(
+        self, tensors: Sequence[Tensor], batch_size: int, *, shuffle: bool = False, drop_last: bool = False,
+        seed: int = 0,
+    ):
+        self.tensors = tuple(tensors)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def num_examples(self) -> int:
+        return len(self.tensors[0])
+
+    def __len__(self) -> int:
+        whole, remainder = divmod(self.num_examples, self.batch_size)
+        return whole + (remainder > 0 and not self.drop_last)
+
+    def __iter__(self) -> Iterator[Tensor | tuple[Tensor, ...]]:
+        order = torch.randperm(self.num_examples, generator=self.generator) if self.shuffle else None
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            if order is None:
+                parts = tuple(tensor[start : start + self.batch_size] for tensor in self.tensors)
+            else:
+                index = order[start : start + self.batch_size].to(self.tensors[0].device)
+                parts = tuple(tensor[index] for tensor in self.tensors)
+            yield parts[0] if len(parts) == 1 else parts
+
+
+def as_batches(
+    data: Tensor | np.ndarray | tuple[Tensor, ...] | Dataset | DataLoader | Iterable,
+    batch_size: int = 64,
+    *,
+    shuffle: bool = False,
+    drop_last: bool = False,
+    seed: int = 0,
+) -> Iterable:
+    """Turn your data into re-iterable mini-batches, the form every flowlib trainer takes.
+
+    Arguments:
+        data: one of
+            * a tensor or NumPy array of examples ``(N, ...)``: batches are tensors ``(batch_size, ...)``;
+            * a tuple or list of tensors with the same first size, e.g. ``(images, labels)`` or
+              ``(inputs, context)``: batches are tuples of tensors indexed alike;
+            * a ``torch.utils.data.Dataset`` (map-style or iterable): batched by a ``DataLoader`` with the default
+              collation (so a dataset of ``(image, label)`` pairs gives ``(images, labels)`` batches);
+            * a ``DataLoader`` or any other re-iterable of batches: returned unchanged (``batch_size``,
+              ``shuffle``, ``drop_last`` and ``seed`` are then the loader's own).
+        batch_size: examples per batch (the last one may be smaller unless ``drop_last``).
+        shuffle: draw a fresh random order every pass (reproducible from ``seed``).
+    Returns:
+        an iterable that can be looped over once per epoch; ``len()`` works except for iterable datasets.
+    Raises:
+        ValueError: ``batch_size`` below 1, no examples, or tensors of different lengths.
+        TypeError: ``data`` is none of the above (a one-pass iterator, such as a generator, is refused too because a
+            second epoch would silently see no data).
+
+    Example:
+        >>> images = torch.zeros(10, 1, 28, 28, dtype=torch.uint8)
+        >>> [tuple(batch.shape) for batch in as_batches(images, batch_size=4)]
+        [(4, 1, 28, 28), (4, 1, 28, 28), (2, 1, 28, 28)]
+        >>> inputs, labels = next(iter(as_batches((images, torch.arange(10)), batch_size=3)))
+        >>> labels.tolist()
+        [0, 1, 2]
+    """
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if isinstance(data, np.ndarray):
+        data = torch.from_numpy(data)
+    if isinstance(data, Tensor):
+        data = (data,)
+    if isinstance(data, (tuple, list)) and data and all(isinstance(item, (Tensor, np.ndarray)) for item in data):
+        tensors = [torch.as_tensor(item) for item in data]
+        if any(tensor.dim() == 0 for tensor in tensors):
+            raise ValueError("as_batches needs tensors of examples (N, ...), got a 0-dimensional tensor")
+        lengths = {len(tensor) for tensor in tensors}
+        if len(lengths) > 1:
+            raise ValueError(f"as_batches got tensors of different lengths {sorted(lengths)}; they must pair up")
+        if lengths == {0}:
+            raise ValueError("as_batches got no examples (a tensor of length 0)")
+        return TensorBatches(tensors, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed)
+    if isinstance(data, DataLoader):
+        return data
+    if isinstance(data, Dataset):
+        if hasattr(data, "__len__") and len(data) == 0:  # type: ignore[arg-type]
+            raise ValueError("as_batches got an empty Dataset")
+        iterable = isinstance(data, torch.utils.data.IterableDataset)
+        return DataLoader(
+            data, batch_size=batch_size, shuffle=False if iterable else shuffle, drop_last=drop_last,
+            generator=torch.Generator().manual_seed(seed),
+        )
+    if isinstance(data, Iterable) and not isinstance(data, (Iterator, str, bytes, dict)):
+        return data
+    raise TypeError(
+        f"as_batches takes a tensor, a NumPy array, a tuple of tensors, a Dataset or a DataLoader, got "
+        f"{type(data).__name__}" + (" (a one-pass iterator: wrap the data in a list or a DataLoader so that every "
+                                    "epoch sees it)" if isinstance(data, Iterator) else "")
+    )
+
+
+def batch_inputs(batch: Any) -> Tensor:
+    """The model input of a batch: the batch itself if it is a tensor, else its first element (``(x, label)``).
+
+    Example:
+        >>> batch_inputs(torch.ones(2)).tolist(), batch_inputs((torch.zeros(2), torch.ones(2))).tolist()
+        ([1.0, 1.0], [0.0, 0.0])
+    """
+    if isinstance(batch, Tensor):
+        return batch
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
+        return batch[0]
+    if isinstance(batch, dict):
+        raise TypeError("batch_inputs cannot pick the input out of a dict batch; yield (inputs, ...) tuples instead")
+    raise TypeError(f"a batch must be a tensor or a tuple/list starting with a tensor, got {type(batch).__name__}")

@@ -1,0 +1,63 @@
+"""Tests of flowlib.data for your own data (as_batches, batch_inputs) and of the dataset loaders' edge cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+
+from flowlib.data import TensorBatches, as_batches, batch_inputs
+
+
+def _flatten(batches) -> list[int]:
+    return [int(value) for batch in batches for value in batch_inputs(batch).flatten()]
+
+
+def test_tensor_batches_cover_every_example_once_per_pass():
+    x = torch.arange(10)
+    batches = as_batches(x, batch_size=4)
+    assert isinstance(batches, TensorBatches) and len(batches) == 3
+    assert _flatten(batches) == list(range(10))
+    assert _flatten(batches) == list(range(10))  # a second epoch sees the data again
+    shuffled = as_batches(x, batch_size=4, shuffle=True, seed=1)
+    first, second = _flatten(shuffled), _flatten(shuffled)
+    assert sorted(first) == sorted(second) == list(range(10)) and first != second
+    assert _flatten(as_batches(x, batch_size=4, shuffle=True, seed=1)) == first  # reproducible from the seed
+    dropped = as_batches(x, batch_size=4, drop_last=True)
+    assert len(dropped) == 2 and [len(batch) for batch in dropped] == [4, 4]
+
+
+def test_pairs_numpy_datasets_and_loaders():
+    x, labels = torch.randn(7, 3), torch.arange(7)
+    for batch in as_batches((x, labels), batch_size=3, shuffle=True):
+        inputs, batch_labels = batch
+        assert torch.equal(inputs, x[batch_labels])
+    assert isinstance(next(iter(as_batches(np.zeros((5, 2), dtype=np.float32), 2))), torch.Tensor)
+    from_dataset = as_batches(TensorDataset(x, labels), batch_size=4)
+    assert [len(batch_inputs(batch)) for batch in from_dataset] == [4, 3]
+    loader = DataLoader(TensorDataset(x), batch_size=2)
+    assert as_batches(loader, batch_size=100) is loader
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            return iter(torch.arange(5.0))
+
+    assert _flatten(as_batches(Stream(), batch_size=2, shuffle=True)) == list(range(5))
+
+
+def test_bad_data_is_refused_with_a_reason():
+    with pytest.raises(ValueError, match="batch_size"):
+        as_batches(torch.zeros(3), batch_size=0)
+    with pytest.raises(ValueError, match="no examples"):
+        as_batches(torch.zeros(0, 2))
+    with pytest.raises(ValueError, match="different lengths"):
+        as_batches((torch.zeros(3), torch.zeros(4)))
+    with pytest.raises(ValueError, match="empty Dataset"):
+        as_batches(TensorDataset(torch.zeros(0)))
+    with pytest.raises(TypeError, match="one-pass iterator"):
+        as_batches(iter([torch.zeros(2)]))
+    with pytest.raises(TypeError, match="takes a tensor"):
+        as_batches("mnist")
+    with pytest.raises(TypeError, match="dict"):
+        batch_inputs({"x": torch.zeros(1)})
