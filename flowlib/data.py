@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 __all__ = [
+    "DataCorruptError",
     "DataNotFoundError",
     "IMAGE_DATASETS",
     "TOY_DENSITIES",
@@ -55,10 +56,24 @@ class DataNotFoundError(FileNotFoundError):
     """The dataset is not on disk and could not be downloaded; the message says where it was looked for."""
 
 
+class DataCorruptError(ValueError):
+    """The dataset's files are on disk but cannot be read (truncated or damaged); the message names the files."""
+
+
 def data_root() -> Path:
     """The folder holding the datasets: ``$FLOWLIB_DATA_DIR``, else ``~/.cache/flowlib/data``."""
     configured = os.environ.get("FLOWLIB_DATA_DIR")
     return Path(configured).expanduser() if configured else Path.home() / ".cache" / "flowlib" / "data"
+
+
+def _dataset_files(name: str, train: bool) -> list[Path]:
+    """The files torchvision reads for ``name``'s split (in its layout under :func:`data_root`)."""
+    _, folder = _TORCHVISION[name]
+    if name == "cifar10":
+        batches = [f"data_batch_{index}" for index in range(1, 6)] if train else ["test_batch"]
+        return [data_root() / folder / file for file in (*batches, "batches.meta")]
+    prefix = "train" if train else "t10k"
+    return [data_root() / folder / "raw" / f"{prefix}-{kind}-ubyte" for kind in ("images-idx3", "labels-idx1")]
 
 
 def _torchvision_dataset(name: str, train: bool):
@@ -67,9 +82,16 @@ def _torchvision_dataset(name: str, train: bool):
     class_name, folder = _TORCHVISION[name]
     dataset_class = getattr(torchvision.datasets, class_name)
     root = data_root()
+    files = _dataset_files(name, train)
     try:
         return dataset_class(root=str(root), train=train, download=True)
     except Exception as error:  # torchvision raises RuntimeError/URLError variants when offline
+        if all(file.is_file() for file in files):
+            raise DataCorruptError(
+                f"{class_name} files are under {root} but could not be read: {', '.join(str(f) for f in files)}. "
+                "One of them is truncated or damaged: delete it (it is downloaded again when online) or copy it "
+                f"again from a good source. Original error: {error}"
+            ) from error
         layout = f"{folder}/data_batch_1, ..." if name == "cifar10" else f"{folder}/raw/train-images-idx3-ubyte, ..."
         raise DataNotFoundError(
             f"could not find or download {class_name} under {root}. Set FLOWLIB_DATA_DIR to a folder in "
@@ -89,11 +111,16 @@ def load_images(
     Arguments:
         name: ``"mnist"``, ``"fashion_mnist"`` or ``"cifar10"``.
         split: ``"train"`` or ``"test"``.
-        subset: keep this many examples, drawn at random (reproducibly, from ``seed``) without replacement;
-            ``None`` keeps all of them in their original order.
+        subset: keep this many examples (a positive integer), drawn at random (reproducibly, from ``seed``)
+            without replacement; ``None``, or a number at least the dataset's size, keeps all of them in their
+            original order.
         form: ``"uint8"`` as stored, ``"dequantized"`` (one draw of noise, see :func:`dequantize`) or ``"unit"``.
     Returns:
         ``(images, labels)``: images of shape ``(N, C, H, W)`` in the requested form, ``int64`` labels ``(N,)``.
+    Raises:
+        ValueError: an unknown ``name``, ``split`` or ``form``, or a ``subset`` that is not a positive integer.
+        DataNotFoundError: the files are missing and could not be downloaded.
+        DataCorruptError: the files are there but damaged.
     """
     if form not in ("uint8", "dequantized", "unit"):
         raise ValueError(f"form must be 'uint8', 'dequantized' or 'unit', got {form!r}")
@@ -101,6 +128,8 @@ def load_images(
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(IMAGE_DATASETS)}")
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if subset is not None and (not isinstance(subset, (int, np.integer)) or isinstance(subset, bool) or subset < 1):
+        raise ValueError(f"subset must be a positive number of images (or None for all of them), got {subset!r}")
     dataset = _torchvision_dataset(name, train=split == "train")
     images = torch.as_tensor(np.asarray(dataset.data))
     images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)  # CIFAR is stored NHWC

@@ -61,3 +61,38 @@ def test_bad_data_is_refused_with_a_reason():
         as_batches("mnist")
     with pytest.raises(TypeError, match="dict"):
         batch_inputs({"x": torch.zeros(1)})
+
+
+# --- dataset loaders ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("subset", [-5, 0, 2.5, True])
+def test_load_images_refuses_a_subset_that_is_not_a_positive_count(subset):
+    from flowlib.data import load_images
+
+    with pytest.raises(ValueError, match="subset must be a positive number"):
+        load_images("mnist", "test", subset=subset)
+
+
+def test_damaged_dataset_file_is_reported_as_damaged_not_missing(monkeypatch, tmp_path):
+    from flowlib import data
+
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-labels-idx1-ubyte"):
+        (raw / name).write_bytes(b"")
+    header = np.array([2051, 10000, 28, 28], dtype=">i4").tobytes()
+    (raw / "t10k-images-idx3-ubyte").write_bytes(header + bytes(1000))  # truncated: 1,000 of 7,840,000 pixels
+    labels = np.array([2049, 10000], dtype=">i4").tobytes() + bytes(10000)
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(labels)
+    monkeypatch.setenv("FLOWLIB_DATA_DIR", str(tmp_path))
+    with pytest.raises(data.DataCorruptError, match="t10k-images-idx3-ubyte.*truncated or damaged: delete it"):
+        data.load_images("mnist", "test")
+    (raw / "t10k-images-idx3-ubyte").unlink()
+    monkeypatch.setattr("urllib.request.urlopen", _refuse)  # stay offline even where a network exists
+    with pytest.raises(data.DataNotFoundError, match="could not find or download"):
+        data.load_images("mnist", "test")
+
+
+def _refuse(*args, **kwargs):
+    raise OSError("network disabled in tests")
