@@ -11,6 +11,9 @@ per batch by :func:`image_loader`:
 Your own data goes through :func:`as_batches`, which turns a tensor, a ``(inputs, labels)`` pair of tensors, a
 ``Dataset`` or a ``DataLoader`` into re-iterable batches; :func:`batch_inputs` picks the model input out of a batch.
 
+Images need the ``data`` extra (torchvision; scikit-learn for the 8x8 digits and two of the toy densities):
+``pip install "flowlib[data]"``.
+
 Where the files live: ``$FLOWLIB_DATA_DIR`` if set, else ``~/.cache/flowlib/data``. The root uses torchvision's
 layout (``MNIST/raw/...``, ``FashionMNIST/raw/...``); torchvision downloads the data there when the machine is
 online and the files are missing.
@@ -27,6 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from flowlib.extras import require
 
 __all__ = [
     "DataCorruptError",
@@ -77,10 +82,10 @@ def _dataset_files(name: str, train: bool) -> list[Path]:
 
 
 def _torchvision_dataset(name: str, train: bool):
-    import torchvision
+    torchvision = require("torchvision.datasets", f"load_images({name!r})")
 
     class_name, folder = _TORCHVISION[name]
-    dataset_class = getattr(torchvision.datasets, class_name)
+    dataset_class = getattr(torchvision, class_name)
     root = data_root()
     files = _dataset_files(name, train)
     try:
@@ -202,9 +207,7 @@ def image_loader(
 def digits_8x8() -> tuple[Tensor, Tensor]:
     """scikit-learn's 1,797 handwritten 8x8 digits (no download needed): ``uint8`` ``(N, 1, 8, 8)`` with values
     rescaled from ``{0..16}`` to ``{0..255}``, and ``int64`` labels ``(N,)``."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
+    digits = require("sklearn.datasets", "digits_8x8()").load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)
     return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(digits.target).long()
 
@@ -221,12 +224,10 @@ def toy_2d(name: str, num_samples: int, seed: int = 0) -> Tensor:
     rng = np.random.default_rng(seed)
     n = num_samples
     if name == "moons":
-        from sklearn.datasets import make_moons
-
+        make_moons = require("sklearn.datasets", "toy_2d('moons')").make_moons
         points = make_moons(n, noise=0.05, random_state=seed)[0] * 2.0 - np.array([1.0, 0.5])
     elif name == "circles":
-        from sklearn.datasets import make_circles
-
+        make_circles = require("sklearn.datasets", "toy_2d('circles')").make_circles
         points = make_circles(n, factor=0.5, noise=0.04, random_state=seed)[0] * 3.0
     elif name == "eight_gaussians":
         angles = 2 * np.pi * rng.integers(0, 8, n) / 8
