@@ -60,6 +60,7 @@ from flowlib.coding import (
     unpack,
 )
 from flowlib.distributions.discretized import DiscretizedLogistic, DiscretizedLogisticMixture
+from flowlib.extras import require
 from flowlib.models.idf import IDF, PIXEL_OFFSET
 
 __all__ = [
@@ -409,7 +410,7 @@ def image_encoders() -> dict[str, Callable[[np.ndarray], bytes]]:
 
 
 def _png(image: np.ndarray) -> bytes:
-    from PIL import Image
+    Image = require("PIL.Image", "the compressor's PNG/WebP input and output")  # noqa: N806
 
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG", optimize=True)
@@ -417,7 +418,7 @@ def _png(image: np.ndarray) -> bytes:
 
 
 def _webp(image: np.ndarray) -> bytes:
-    from PIL import Image
+    Image = require("PIL.Image", "the compressor's PNG/WebP input and output")  # noqa: N806
 
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="WEBP", lossless=True, quality=100, method=6)
@@ -430,7 +431,7 @@ def _webp(image: np.ndarray) -> bytes:
 
 
 def _read_png(path: Path) -> np.ndarray:
-    from PIL import Image
+    Image = require("PIL.Image", "the compressor's PNG/WebP input and output")  # noqa: N806
 
     with Image.open(path) as image:
         if image.mode not in ("L", "RGB"):
@@ -475,7 +476,7 @@ def _write_outputs(images: Tensor, output: Path) -> None:
     if output.suffix.lower() == ".npy":
         np.save(output, array)
         return
-    from PIL import Image
+    Image = require("PIL.Image", "the compressor's PNG/WebP input and output")  # noqa: N806
 
     output.mkdir(parents=True, exist_ok=True)
     for index, image in enumerate(array):
