@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from flowlib.transforms.base import InputDtypeError, InputShapeError
 
-__all__ = ["channels_last_hint", "check_dtype", "check_event_shape", "check_channels", "module_dtype", "sum_except_batch"]
+__all__ = ["channels_last_hint", "check_dtype", "check_nonempty", "check_event_shape", "check_channels", "module_dtype", "sum_except_batch"]
 
 
 def _format(shape: Sequence[int | str]) -> str:
@@ -77,3 +77,13 @@ def check_dtype(model: str, x: Tensor, dtype: torch.dtype | None) -> None:
         f"{model} has {dtype} parameters but got {x.dtype} data: convert the data with x.to({dtype}) or the model "
         f"with model.{name.get(x.dtype, 'to')}()"
     )
+
+
+def check_nonempty(quantity: str, x: Tensor) -> None:
+    """Raise a ``ValueError`` for a batch of 0 examples where ``quantity`` is a mean over the batch (a loss).
+
+    flowlib's policy: per-example results (``log_prob``, ``encode``, ``sample(0)``) of an empty batch are empty
+    tensors; a batch mean would be NaN, so a loss of an empty batch is refused instead.
+    """
+    if x.shape[0] == 0:
+        raise ValueError(f"{quantity} of an empty batch (0 examples) is undefined: skip empty batches")
