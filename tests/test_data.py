@@ -96,3 +96,14 @@ def test_damaged_dataset_file_is_reported_as_damaged_not_missing(monkeypatch, tm
 
 def _refuse(*args, **kwargs):
     raise OSError("network disabled in tests")
+
+
+def test_dataset_bits_per_dim_takes_a_tensor_a_dataset_or_a_loader():
+    from flowlib.metrics import dataset_bits_per_dim
+    from flowlib.models import realnvp_vector
+
+    flow = realnvp_vector(2, num_couplings=2, hidden_features=4)
+    x = torch.rand(10, 2)
+    from_tensor = dataset_bits_per_dim(flow, x)
+    assert from_tensor == pytest.approx(dataset_bits_per_dim(flow, TensorDataset(x, torch.zeros(10))))
+    assert from_tensor == pytest.approx(dataset_bits_per_dim(flow, DataLoader(TensorDataset(x), batch_size=3)))
