@@ -1,5 +1,6 @@
-"""The quick-start page's code runs as printed: its Python blocks are executed in order, in one namespace, in a
-temporary folder, with ``STEPS`` lowered so the page runs in seconds (the only change made to the code)."""
+"""The quick-start page's and the README's code runs as printed: their Python blocks are executed in order, in one
+namespace, in a temporary folder, with the number of training steps lowered so they run in seconds (the only change
+made to the code)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-PAGE = Path(__file__).resolve().parent.parent / "book" / "quickstart.md"
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = ROOT / "book" / "quickstart.md"
 
 
 def code_blocks(page: Path) -> list[str]:
@@ -33,3 +35,13 @@ def test_quickstart_blocks_run(tmp_path, monkeypatch, capsys):
     assert namespace["two_rings"].shape == (2000, 2, 2)
     assert namespace["new_digits"].shape == (16, 1, 8, 8)
     assert len(list((tmp_path / "my_images").glob("*.png"))) == 1797
+
+
+def test_readme_blocks_run(tmp_path, monkeypatch):
+    pytest.importorskip("sklearn")
+    source = "\n".join(code_blocks(ROOT / "README.md"))
+    assert "flowlib.compress(" in source
+    source, count = re.subn(r"max_steps=\d+", "max_steps=3", source)
+    assert count >= 1
+    monkeypatch.chdir(tmp_path)
+    exec(compile(source, "README.md", "exec"), {"__name__": "readme"})
