@@ -56,7 +56,8 @@ def test_core_install_imports_and_trains_without_optional_packages():
             toy_2d("moons", 10)
         except ImportError as error:
             print(error)
-        loaded = [name for name in ("torchvision", "matplotlib", "sklearn", "PIL", "tqdm") if sys.modules.get(name) is not None]
+        optional = ("torchvision", "matplotlib", "sklearn", "PIL", "tqdm")
+        loaded = [name for name in optional if sys.modules.get(name) is not None]
         print("loaded:", loaded)
     """)
     assert "pip install 'flowlib[data]'" in output

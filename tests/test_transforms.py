@@ -483,7 +483,8 @@ def test_spline_is_monotonic_maps_the_interval_onto_itself_and_has_identity_tail
     points = x[x.abs() != 3].clone().requires_grad_()  # (the clamp at the two edges has a one-sided gradient)
     rows = [r[: len(points)] for r in (*raw, derivatives)]
     (slope,) = torch.autograd.grad(rational_quadratic_spline(points, *rows)[0].sum(), points)
-    assert torch.allclose(slope.log(), log_derivative[x.abs() != 3], atol=1e-9)  # element-wise: the sum's gradient is dg/dx
+    # element-wise, so the sum's gradient is dg/dx
+    assert torch.allclose(slope.log(), log_derivative[x.abs() != 3], atol=1e-9)
     with pytest.raises(ValueError, match="K - 1 derivatives"):
         rational_quadratic_spline(x, raw[0], raw[1], derivatives[:, :3])
 

@@ -9,7 +9,10 @@ from torch import Tensor, nn
 
 from flowlib.transforms.base import InputDtypeError, InputShapeError
 
-__all__ = ["channels_last_hint", "check_dtype", "check_nonempty", "check_event_shape", "check_channels", "module_dtype", "sum_except_batch"]
+__all__ = [
+    "channels_last_hint", "check_dtype", "check_nonempty", "check_event_shape", "check_channels", "module_dtype",
+    "sum_except_batch",
+]
 
 
 def _format(shape: Sequence[int | str]) -> str:
