@@ -51,7 +51,7 @@ def check_channels(layer: str, x: Tensor, num_channels: int) -> None:
 
 def sum_except_batch(x: Tensor) -> Tensor:
     """Sum over every dimension but the first: ``(B, ...) -> (B,)`` (also for ``B = 0``)."""
-    return x.sum(dim=tuple(range(1, x.dim()))) if x.dim() > 1 else x
+    return x.flatten(1).sum(dim=1) if x.dim() > 1 else x
 
 
 def module_dtype(module: nn.Module) -> torch.dtype | None:
