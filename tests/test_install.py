@@ -43,7 +43,7 @@ def test_core_install_imports_and_trains_without_optional_packages():
         import sys
         import torch
         import flowlib.transforms, flowlib.models, flowlib.distributions, flowlib.coding, flowlib.nets
-        import flowlib.data, flowlib.train, flowlib.metrics, flowlib.scale
+        import flowlib.data, flowlib.train, flowlib.metrics, flowlib.scale, flowlib.recipes, flowlib.compress
         from flowlib.data import as_batches, toy_2d
         from flowlib.models import realnvp_vector
         from flowlib.train import fit
