@@ -80,7 +80,8 @@ def test_coding_works_without_torch():
 
 
 def test_missing_extra_names_the_extra(monkeypatch):
-    monkeypatch.setitem(sys.modules, "sklearn", None)  # makes `import sklearn` fail
+    for name in ("sklearn", "sklearn.datasets"):  # makes the import fail even after an earlier one
+        monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(MissingExtraError, match=r"digits_8x8\(\) needs scikit-learn.*flowlib\[data\]"):
         from flowlib.data import digits_8x8
 
