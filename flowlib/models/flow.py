@@ -111,9 +111,20 @@ class Flow(nn.Module):
             )
         return context
 
+    def _parameter_dtype(self) -> torch.dtype | None:
+        """The flow's dtype, read from its first floating parameter, remembered (not registered) so that the check
+        costs nanoseconds; ``model.double()`` converts that parameter in place, so the answer follows."""
+        reference = self.__dict__.get("_dtype_reference")
+        if reference is None:
+            parameter = next((p for p in self.parameters() if p.is_floating_point()), None)
+            if parameter is None:  # no parameters (fixed layers): ask the buffers each time
+                return module_dtype(self)
+            reference = self.__dict__["_dtype_reference"] = (parameter,)
+        return reference[0].dtype
+
     def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """``(B, ...) -> (B,)`` log-density of ``x`` in nats (given ``context`` ``(B, K)`` or ``(K,)``)."""
-        check_dtype(type(self).__name__, x, module_dtype(self))
+        check_dtype(type(self).__name__, x, self._parameter_dtype())
         if context is None:
             z, logabsdet = self.transform(x)
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -56,10 +57,8 @@ def sum_except_batch(x: Tensor) -> Tensor:
 
 def module_dtype(module: nn.Module) -> torch.dtype | None:
     """The floating dtype of ``module``'s first floating parameter or buffer (``None`` if it has none)."""
-    for tensor in (*module.parameters(), *module.buffers()):
-        if tensor.is_floating_point():
-            return tensor.dtype
-    return None
+    tensors = itertools.chain(module.parameters(), module.buffers())  # lazily: usually the first one answers
+    return next((tensor.dtype for tensor in tensors if tensor.is_floating_point()), None)
 
 
 def check_dtype(model: str, x: Tensor, dtype: torch.dtype | None) -> None:
