@@ -204,7 +204,7 @@ class MADE(nn.Module):
 
     Hidden unit ``k`` gets a degree ``m(k)`` in ``1..D-1`` (cycled); a weight from unit ``a`` to unit ``b`` is kept
     only where ``m(b) >= m(a)`` (hidden layers, inputs numbered ``1..D``) and ``d > m(a)`` for output ``d``
-    (Germain et al. 2015, Eq. 12-13). A context ``(B, K)`` feeds the first hidden layer through an unmasked linear
+    (Germain et al. 2015). A context ``(B, K)`` feeds the first hidden layer through an unmasked linear
     map, so every output may depend on it.
 
     Arguments:

@@ -1,10 +1,10 @@
 """Masked Autoregressive Flow (Papamakarios et al., 2017) for vectors.
 
-A stack of MADE-parameterised affine autoregressive layers (Section 3.1 of the paper), the order of the features
-reversed between layers so that every feature conditions every other (Section 3.4). Densities take one network pass
+A stack of MADE-parameterised affine autoregressive layers, the order of the features reversed between layers so
+that every feature conditions every other. Densities take one network pass
 per layer; sampling takes ``D`` passes per layer. The paper also puts batch normalisation between layers; flowlib
 leaves it out (its output would depend on the batch, and the layers already start as the identity). With
-``context_features=K`` every MADE also sees a context: the conditional MAF ``p(x | c)`` (Section 3.4).
+``context_features=K`` every MADE also sees a context: the conditional MAF ``p(x | c)`` of the paper.
 
 Reference: Masked Autoregressive Flow for Density Estimation. George Papamakarios, Theo Pavlakou, Iain Murray,
 2017. arXiv:1705.07057.

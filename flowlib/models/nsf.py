@@ -1,8 +1,8 @@
 """Neural Spline Flow with coupling layers (RQ-NSF (C), Durkan et al., 2019) for vectors.
 
 Each layer keeps half of the features and maps the other half through a monotonic rational-quadratic spline whose
-``K`` bin widths, heights and ``K - 1`` inner derivatives come from an MLP of the kept half (Section 3.1 and 3.2 of
-the paper); the halves swap every layer. Outside ``[-B, B]`` the splines are the identity (linear tails), so the
+``K`` bin widths, heights and ``K - 1`` inner derivatives come from an MLP of the kept half (the coupling
+variant of the paper); the halves swap every layer. Outside ``[-B, B]`` the splines are the identity (linear tails), so the
 flow acts on data standardised to a few units. With ``context_features=K`` every MLP also sees a context and the
 model is the conditional density ``p(x | c)``.
 

@@ -1,11 +1,11 @@
 """Masked autoregressive transform: the layer of Masked Autoregressive Flow (Papamakarios et al., 2017).
 
-Each feature is shifted and scaled by functions of the features before it (Eq. 2 and 4 of the paper)::
+Each feature is shifted and scaled by functions of the features before it (Section 3 of the paper)::
 
     x_i = u_i exp(alpha_i) + mu_i,   (mu_i, alpha_i) = f_i(x_1, ..., x_{i-1})
 
 so the data-to-latent direction ``u_i = (x_i - mu_i) exp(-alpha_i)`` needs one pass of a MADE network for all
-``i`` at once, and the Jacobian is triangular with ``log |det du/dx| = -sum_i alpha_i`` (Eq. 5). The inverse
+``i`` at once, and the Jacobian is triangular with ``log |det du/dx| = -sum_i alpha_i``. The inverse
 (sampling) recomputes ``x`` one feature at a time, ``D`` passes. MAF is therefore fast to train and to evaluate
 densities, slow to sample; stacking layers with reversed orders (:class:`~flowlib.transforms.Reverse`) lets every
 feature depend on every other.
@@ -81,13 +81,13 @@ class MaskedAutoregressive(Transform):
     def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_event_shape(type(self).__name__, x, (self.num_features,))
         shift, log_scale = self._shift_and_log_scale(x, context)
-        return (x - shift) * torch.exp(-log_scale), -log_scale.sum(dim=1)  # Eq. 4-5
+        return (x - shift) * torch.exp(-log_scale), -log_scale.sum(dim=1)  # u and log|det du/dx|
 
     def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_event_shape(type(self).__name__, z, (self.num_features,))
         x = torch.zeros_like(z)
         log_scale = torch.zeros_like(z)
-        for index in range(self.num_features):  # x_i needs x_1..x_{i-1}: one MADE pass per feature (Eq. 2)
+        for index in range(self.num_features):  # x_i needs x_1..x_{i-1}: one MADE pass per feature
             shift, log_scale = self._shift_and_log_scale(x, context)
             column = z[:, index] * torch.exp(log_scale[:, index]) + shift[:, index]
             x = x.index_copy(1, torch.tensor([index], device=z.device), column[:, None])  # out of place (autograd)

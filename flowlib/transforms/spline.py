@@ -2,12 +2,12 @@
 
 On ``[-B, B]`` the map is a spline of ``K`` bins: bin ``k`` has width ``w_k``, height ``h_k`` and the knots carry
 positive derivatives ``d_k``; inside a bin, with ``s_k = h_k / w_k`` and ``xi = (x - x_k) / w_k`` in ``[0, 1]``
-(Eq. 4 of the paper)::
+(the rational-quadratic transform of the paper, after Gregory & Delbourgo)::
 
     g(x) = y_k + h_k [s_k xi^2 + d_k xi (1 - xi)] / [s_k + (d_{k+1} + d_k - 2 s_k) xi (1 - xi)]
 
 a ratio of two quadratics, monotonic for any positive ``w, h, d`` (Gregory & Delbourgo, 1982). Its derivative
-(Eq. 5) gives the log-determinant, and the inverse solves a quadratic per element (Eq. 6-8). Outside ``[-B, B]``
+gives the log-determinant, and the inverse solves a quadratic per element (the paper's appendix). Outside ``[-B, B]``
 the map is the identity ("linear tails", with ``d_0 = d_K = 1`` so the derivative is continuous at the edges).
 
 Widths and heights are a softmax of raw network outputs (rescaled so no bin is below ``min_bin_width`` /
@@ -69,7 +69,7 @@ def rational_quadratic_spline(
         inverse, so the two directions' log-derivatives cancel.
 
     References:
-        Neural Spline Flows. Durkan, Bekasov, Murray, Papamakarios, 2019. arXiv:1906.04068 (Eq. 4-8, App. A).
+        Neural Spline Flows. Durkan, Bekasov, Murray, Papamakarios, 2019. arXiv:1906.04068 (the spline and its inverse: the appendix).
 
     Example:
         >>> x = torch.linspace(-4, 4, 9)
@@ -112,7 +112,7 @@ def rational_quadratic_spline(
     d_k, d_next = pick(derivatives), pick(derivatives[:, 1:])
     slope = height / width  # s_k
     curvature = d_next + d_k - 2 * slope
-    if inverse:  # solve a xi^2 + b xi + c = 0 for xi in [0, 1] (Eq. 6-8), in the numerically stable form
+    if inverse:  # solve a xi^2 + b xi + c = 0 for xi in [0, 1] in the numerically stable form
         offset = x - y_k
         a = offset * curvature + height * (slope - d_k)
         b = height * d_k - offset * curvature
@@ -125,8 +125,8 @@ def rational_quadratic_spline(
     xi_one_minus_xi = xi * (1 - xi)
     denominator = slope + curvature * xi_one_minus_xi
     if not inverse:
-        result = y_k + height * (slope * xi.square() + d_k * xi_one_minus_xi) / denominator  # Eq. 4
-    # Eq. 5: dg/dx = s^2 [d_{k+1} xi^2 + 2 s xi (1 - xi) + d_k (1 - xi)^2] / denominator^2
+        result = y_k + height * (slope * xi.square() + d_k * xi_one_minus_xi) / denominator  # g(x)
+    # dg/dx = s^2 [d_{k+1} xi^2 + 2 s xi (1 - xi) + d_k (1 - xi)^2] / denominator^2
     derivative_numerator = slope.square() * (
         d_next * xi.square() + 2 * slope * xi_one_minus_xi + d_k * (1 - xi).square()
     )
