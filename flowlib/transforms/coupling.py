@@ -139,7 +139,7 @@ class AdditiveCoupling(_MaskedCoupling):
         super().__init__(mask)
         self.conditioner = conditioner
 
-    def _shift(self, x: Tensor, context: Tensor | None) -> Tensor:
+    def _shift(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         shift = _condition(self.conditioner, x * self.mask, context)
         if shift.shape != x.shape:
             raise ValueError(f"AdditiveCoupling: the conditioner must map {tuple(x.shape)} to the same shape, "
@@ -192,7 +192,7 @@ class AffineCoupling(_MaskedCoupling):
         self.conditioner = conditioner
         self.scale_bound = scale_bound
 
-    def _parameters_from(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _parameters_from(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         log_scale, shift = self._scale_and_shift(self.conditioner, x * self.mask, self.scale_bound, context)
         free = 1.0 - self.mask
         return log_scale * free, shift * free
