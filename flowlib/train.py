@@ -111,7 +111,10 @@ def fit(
     Returns:
         the :class:`History` of losses.
     """
-    from tqdm.auto import tqdm
+    try:  # the progress bar is optional (the ``progress`` extra); without tqdm the loop runs silently
+        from tqdm.auto import tqdm
+    except ImportError:
+        tqdm = _no_progress_bar
 
     device = torch.device(device) if device is not None else default_device()
     model.to(device)
@@ -146,6 +149,19 @@ def fit(
     model.eval()
     history.seconds = time.perf_counter() - start
     return history
+
+
+class _no_progress_bar:  # noqa: N801 - stands in for the tqdm class
+    """What :func:`fit` iterates through when tqdm is not installed: the data itself, no bar."""
+
+    def __init__(self, iterable: Iterable, **kwargs: Any):
+        self.iterable = iterable
+
+    def __iter__(self) -> Iterator:
+        return iter(self.iterable)
+
+    def set_postfix(self, **kwargs: Any) -> None:
+        pass
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:

@@ -38,13 +38,14 @@ SOURCE = "git+https://github.com/flows-and-bottlenecks/book"
 try:
     importlib.metadata.distribution(DISTRIBUTION)
 except importlib.metadata.PackageNotFoundError:
-    package = f"{DISTRIBUTION} @ {SOURCE}"
+    package = f"{DISTRIBUTION}[notebooks] @ {SOURCE}"  # the chapters' extras too
     command = [sys.executable, "-m", "pip", "install", "-q", package]
     if subprocess.run(command).returncode != 0:
         print(
             f"Could not install {DISTRIBUTION} (see pip's message above).\\n"
             "Next step: connect to the internet and run this cell again; or, in a\\n"
-            "clone of the repository, run `pip install -e .` and restart the kernel."
+            "clone of the repository, run `pip install -e '.[notebooks]'` and restart\\n"
+            "the kernel."
         )
 try:
     ours = importlib.util.find_spec("flowlib.recipes") is not None

@@ -16,6 +16,8 @@ from collections.abc import Callable
 import numpy as np
 from torch import Tensor
 
+from flowlib.extras import require
+
 __all__ = ["classical_codec_sizes", "image_encoders"]
 
 
@@ -68,7 +70,7 @@ def image_encoders() -> dict[str, Callable[[np.ndarray], bytes]]:
 
 
 def _png(image: np.ndarray) -> bytes:
-    from PIL import Image
+    Image = require("PIL.Image", "the PNG and WebP baselines")  # noqa: N806
 
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG", optimize=True)
@@ -76,7 +78,7 @@ def _png(image: np.ndarray) -> bytes:
 
 
 def _webp(image: np.ndarray) -> bytes:
-    from PIL import Image
+    Image = require("PIL.Image", "the PNG and WebP baselines")  # noqa: N806
 
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="WEBP", lossless=True, quality=100, method=6)

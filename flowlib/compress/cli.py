@@ -33,6 +33,7 @@ from torch import Tensor
 from flowlib.coding import HEADER_SIZE, TruncatedFileError
 from flowlib.coding.container import file_length
 from flowlib.compress.codec import compress, decompress, load_model
+from flowlib.extras import require
 
 __all__ = ["main", "read_compressed", "read_images"]
 
@@ -150,7 +151,7 @@ def _read_file(path: Path) -> list[np.ndarray]:
 
 
 def _read_png(path: Path) -> np.ndarray:
-    from PIL import Image
+    Image = require("PIL.Image", "the compressor's PNG input and output")  # noqa: N806
 
     with Image.open(path) as image:
         if image.mode not in ("L", "RGB"):
@@ -208,7 +209,7 @@ def _write_images(images: Tensor, output: Path) -> None:
     if output.suffix.lower() == ".npy":
         _write_file(output, lambda file: np.save(file, array))
         return
-    from PIL import Image
+    Image = require("PIL.Image", "the compressor's PNG input and output")  # noqa: N806
 
     output.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp"))

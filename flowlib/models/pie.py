@@ -64,6 +64,7 @@ from flowlib.transforms import (
     gaussian_log_prob,
     half_mask,
 )
+from flowlib.transforms._shapes import check_dtype, check_nonempty, module_dtype
 
 __all__ = ["PIESplit", "conv_block", "linear_block", "PIE"]
 
@@ -260,6 +261,7 @@ class PIE(nn.Module):
         if tuple(x.shape[1:]) != self.input_shape:
             raise InputShapeError(f"PIE expects input of shape (B, {', '.join(map(str, self.input_shape))}), "
                                   f"got {tuple(x.shape)}")
+        check_dtype("PIE", x, module_dtype(self))
 
     def log_prob_terms(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The three sums of Eq. 17, each ``(B,)``: ``log p(z)``, the split terms ``sum_l log N(r_l | g_l(z_l),
@@ -282,6 +284,7 @@ class PIE(nn.Module):
 
     def loss(self, x: Tensor) -> Tensor:
         """Training objective: ``-log p(x)`` (Eq. 5, 17) averaged over the batch, in nats per dimension."""
+        check_nonempty("PIE.loss", x)
         return -self.log_prob(x).mean() / self.num_dims
 
     def bits_per_dim(self, x: Tensor, bin_width: float = 1 / 256) -> Tensor:
