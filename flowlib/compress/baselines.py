@@ -20,6 +20,8 @@ from collections.abc import Callable
 import numpy as np
 from torch import Tensor
 
+from flowlib.extras import require
+
 __all__ = ["classical_codec_sizes", "image_encoders", "tile_mosaics"]
 
 
@@ -117,7 +119,7 @@ def image_encoders() -> dict[str, Callable[[np.ndarray], bytes]]:
 
 
 def _png(image: np.ndarray) -> bytes:
-    from PIL import Image
+    Image = require("PIL.Image", "the PNG and WebP baselines")  # noqa: N806
 
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG", optimize=True)
@@ -125,7 +127,7 @@ def _png(image: np.ndarray) -> bytes:
 
 
 def _webp(image: np.ndarray) -> bytes:
-    from PIL import Image
+    Image = require("PIL.Image", "the PNG and WebP baselines")  # noqa: N806
 
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="WEBP", lossless=True, quality=100, method=6)

@@ -33,6 +33,7 @@ from torch import Tensor
 from flowlib.coding import HEADER_SIZE, TruncatedFileError
 from flowlib.coding.container import file_length
 from flowlib.compress.codec import compress, decompress, load_model
+from flowlib.extras import require
 
 __all__ = ["main", "read_compressed", "read_images"]
 
@@ -41,9 +42,9 @@ IMAGE_SUFFIXES = (".png", ".npy")
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the command line on ``argv`` (default: ``sys.argv[1:]``)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m flowlib.compress", description="Lossless image compression with IDF + rANS."
-    )
+    invoked_as = Path(sys.argv[0]).name
+    prog = "flowlib-compress" if invoked_as.startswith("flowlib-compress") else "python -m flowlib.compress"
+    parser = argparse.ArgumentParser(prog=prog, description="Lossless image compression with IDF + rANS.")
     commands = parser.add_subparsers(dest="command", required=True)
     encode = commands.add_parser("encode", help="compress PNG files, .npy arrays and folders of them into one file")
     encode.add_argument("inputs", nargs="+", help="PNG files, .npy uint8 arrays, folders of them")
@@ -52,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     for command in (encode, decode):
         command.add_argument("--model", required=True, help="checkpoint name, e.g. 07_idf-mnist-standard")
         command.add_argument("--output", required=True, help="encode: the file to write; decode: a folder or a .npy")
-        command.add_argument("--checkpoint-dir", default=None, help="folder of checkpoints (default: the repository's)")
+        command.add_argument("--checkpoint-dir", default=None, help="checkpoint folder (default: found/downloaded)")
         command.add_argument("--force", action="store_true", help="replace an existing output file")
     args = parser.parse_args(argv)
     try:
@@ -150,7 +151,7 @@ def _read_file(path: Path) -> list[np.ndarray]:
 
 
 def _read_png(path: Path) -> np.ndarray:
-    from PIL import Image
+    Image = require("PIL.Image", "the compressor's PNG input and output")  # noqa: N806
 
     with Image.open(path) as image:
         if image.mode not in ("L", "RGB"):
@@ -208,7 +209,7 @@ def _write_images(images: Tensor, output: Path) -> None:
     if output.suffix.lower() == ".npy":
         _write_file(output, lambda file: np.save(file, array))
         return
-    from PIL import Image
+    Image = require("PIL.Image", "the compressor's PNG input and output")  # noqa: N806
 
     output.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp"))

@@ -4,24 +4,22 @@ Reference:
     Integer Discrete Flows and Lossless Compression. Emiel Hoogeboom, Jorn W.T. Peters, Rianne van den Berg,
     Max Welling. NeurIPS 2019. arXiv:1905.07376. Official code: github.com/jornpeters/integer_discrete_flows.
 
-The method, in the order of this file (equation labels are this file's; the blog in ``shared/papers`` numbers the
-prior Eq. 13):
+The method, in the order of this file (equation labels are this file's; the flow blog post numbers the prior
+Eq. 13):
 
-(1) Discrete change of variables. For a bijection ``f: Z^D -> Z^D`` no volume changes, so
-        P_X(x) = P_Z(f(x)),
+(1) Discrete change of variables. For a bijection ``f: Z^D -> Z^D`` no volume changes, so ``P_X(x) = P_Z(f(x))``,
     and ``-log2 P_X(x)`` is the length in bits of an entropy code of ``x`` (rANS codes ``z = f(x)`` under ``P_Z``).
 (2) Integer discrete coupling. Split ``x = [x_a, x_b]`` over channels and keep ``x_a``:
-        z_a = x_a,    z_b = x_b + round(t(x_a)),    inverse  x_b = z_b - round(t(z_a)),
+    ``z_a = x_a``, ``z_b = x_b + round(t(x_a))``, inverse ``x_b = z_b - round(t(z_a))``,
     exact on the integers for any neural network ``t``.
 (3) Straight-through rounding: the gradient of ``round`` is taken to be the identity, ``d round(y) / dy := 1``.
 (4) Architecture: ``L`` levels; level ``l`` is a squeeze, ``K`` integer flow layers (a fixed channel permutation
     then a coupling (2)), and a factor-out ``y_{l-1} -> [z_l, y_l]`` for ``l < L``; the last level maps
-    ``y_{L-1} -> z_L``. Hence
-        log P(x) = sum_{l<L} log P(z_l | y_l) + log P(z_L).
+    ``y_{L-1} -> z_L``. Hence ``log P(x) = sum_{l<L} log P(z_l | y_l) + log P(z_L)``.
 (5) Priors: each factored-out ``z_l`` is a discretized logistic (unit bins ``[z - 1/2, z + 1/2]``, blog Eq. 13)
     whose mean and log-scale come from a small network on the kept ``y_l``, or optionally a mixture of ``M'`` of
-    them whose means, log-scales and weights all come from that network,
-        P(z_l | y_l) = sum_m pi_m(y_l) DLogistic(z_l | mu_m(y_l), s_m(y_l)),                         (5b)
+    them whose means, log-scales and weights all come from that network, (5b)
+    ``P(z_l | y_l) = sum_m pi_m(y_l) DLogistic(z_l | mu_m(y_l), s_m(y_l))``,
     which can say "background or ink" for a pixel-like value where one logistic must spread over both; the top
     ``z_L`` has a mixture of ``M`` discretized logistics with learnable parameters per dimension (the paper: about
     5 components suffice).
