@@ -36,11 +36,11 @@ SIZES: dict[str, dict[Scale, dict]] = {
             realnvp_hidden=8, realnvp_blocks=1, realnvp_steps=6,
             mask_hidden=8, mask_couplings=2, mask_steps=6, mask_seeds=1, quality_images=100,
         ),
-        # toys 6 x ~15 s, NICE ~5 min, RealNVP ~15 min, mask comparison 9 x ~40 s: ~28 min on one CPU thread
+        # NICE ~4 min, RealNVP ~15 min, mask comparison 9 x ~40 s, toys 6 x ~15 s: ~27 min on one CPU thread
         "standard": dict(
             toy_samples=20_000, toy_steps=1_200, toy_batch_size=256, toy_couplings=8, toy_hidden=64,
             train_subset=None, test_subset=None, batch_size=64, lr=1e-3, warmup_steps=200,
-            nice_hidden=128, nice_hidden_layers=5, nice_epochs=4,
+            nice_hidden=128, nice_hidden_layers=5, nice_epochs=10,
             realnvp_hidden=32, realnvp_blocks=1, realnvp_steps=3_500,
             mask_hidden=16, mask_couplings=4, mask_steps=400, mask_seeds=3, quality_images=1_000,
         ),
@@ -59,11 +59,11 @@ SIZES: dict[str, dict[Scale, dict]] = {
             ablation_steps=6, ablation_seeds=1, main_num_steps=2, main_hidden=16, main_steps=10,
             quality_images=100,
         ),
-        # main Glow ~18 min, ablation 3 mixings x 3 seeds x ~50 s: ~26 min on one CPU thread
+        # main Glow ~17 min, ablation 3 mixings x 3 seeds x ~35 s: ~22 min on one CPU thread
         "standard": dict(
             train_subset=None, test_subset=None, batch_size=64, lr=1e-3, warmup_steps=200, max_grad_norm=50.0,
             ablation_mixings=("reverse", "householder", "lu"), ablation_num_steps=4, ablation_hidden=64,
-            ablation_steps=400, ablation_seeds=3, main_num_steps=6, main_hidden=64, main_steps=9_000,
+            ablation_steps=400, ablation_seeds=3, main_num_steps=6, main_hidden=64, main_steps=10_000,
             quality_images=1_000,
         ),
         "full": dict(
