@@ -12,7 +12,7 @@ Your own data goes through :func:`as_batches`, which turns a tensor, a ``(inputs
 ``Dataset`` or a ``DataLoader`` into re-iterable batches; :func:`batch_inputs` picks the model input out of a batch.
 
 Images need the ``data`` extra (torchvision; scikit-learn for the 8x8 digits and two of the toy densities):
-``pip install "flowlib[data]"``.
+``pip install "flows-and-bottlenecks[data]"``.
 
 Where the files live: ``$FLOWLIB_DATA_DIR`` if set, else ``~/.cache/flowlib/data``. The root uses torchvision's
 layout (``MNIST/raw/...``, ``FashionMNIST/raw/...``); torchvision downloads the data there when the machine is
