@@ -12,7 +12,7 @@ Your own data goes through :func:`as_batches`, which turns a tensor, a ``(inputs
 ``Dataset`` or a ``DataLoader`` into re-iterable batches; :func:`batch_inputs` picks the model input out of a batch.
 
 Images need the ``data`` extra (torchvision; scikit-learn for the 8x8 digits and two of the toy densities):
-``pip install "flowlib[data]"``.
+``pip install "flows-and-bottlenecks[data]"``.
 
 Where the files live: ``$FLOWLIB_DATA_DIR`` if set, else ``~/.cache/flowlib/data``. The root uses torchvision's
 layout (``MNIST/raw/...``, ``FashionMNIST/raw/...``); torchvision downloads the data there when the machine is
@@ -307,14 +307,12 @@ def as_batches(
     """Turn your data into re-iterable mini-batches, the form every flowlib trainer takes.
 
     Arguments:
-        data: one of
-            * a tensor or NumPy array of examples ``(N, ...)``: batches are tensors ``(batch_size, ...)``;
-            * a tuple or list of tensors with the same first size, e.g. ``(images, labels)`` or
-              ``(inputs, context)``: batches are tuples of tensors indexed alike;
-            * a ``torch.utils.data.Dataset`` (map-style or iterable): batched by a ``DataLoader`` with the default
-              collation (so a dataset of ``(image, label)`` pairs gives ``(images, labels)`` batches);
-            * a ``DataLoader`` or any other re-iterable of batches: returned unchanged (``batch_size``,
-              ``shuffle``, ``drop_last`` and ``seed`` are then the loader's own).
+        data: a tensor or NumPy array of examples ``(N, ...)`` (batches are tensors ``(batch_size, ...)``); a
+            tuple or list of tensors with the same first size, e.g. ``(images, labels)`` or ``(inputs, context)``
+            (batches are tuples of tensors indexed alike); a ``torch.utils.data.Dataset``, map-style or iterable
+            (batched by a ``DataLoader`` with the default collation, so a dataset of ``(image, label)`` pairs gives
+            ``(images, labels)`` batches); or a ``DataLoader`` or any other re-iterable of batches, returned
+            unchanged (``batch_size``, ``shuffle``, ``drop_last`` and ``seed`` are then the loader's own).
         batch_size: examples per batch (the last one may be smaller unless ``drop_last``).
         shuffle: draw a fresh random order every pass (reproducible from ``seed``).
     Returns:

@@ -1,7 +1,7 @@
 """Plotting helpers shared by every notebook: image grids, 2-D densities and samples, image strips.
 
 Each function draws on the given ``ax`` (or a new figure) and returns the ``Axes``; none calls ``plt.show()``.
-Needs the ``plot`` extra (matplotlib): ``pip install "flowlib[plot]"``.
+Needs the ``plot`` extra (matplotlib): ``pip install "flows-and-bottlenecks[plot]"``.
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ def test_core_install_imports_and_trains_without_optional_packages():
         loaded = [name for name in optional if sys.modules.get(name) is not None]
         print("loaded:", loaded)
     """)
-    assert "pip install 'flowlib[data]'" in output
+    assert "pip install 'flows-and-bottlenecks[data]'" in output
     assert "loaded: []" in output
 
 
@@ -82,7 +82,7 @@ def test_coding_works_without_torch():
 def test_missing_extra_names_the_extra(monkeypatch):
     for name in ("sklearn", "sklearn.datasets"):  # makes the import fail even after an earlier one
         monkeypatch.setitem(sys.modules, name, None)
-    with pytest.raises(MissingExtraError, match=r"digits_8x8\(\) needs scikit-learn.*flowlib\[data\]"):
+    with pytest.raises(MissingExtraError, match=r"digits_8x8\(\) needs scikit-learn.*flows-and-bottlenecks\[data\]"):
         from flowlib.data import digits_8x8
 
         digits_8x8()

@@ -105,7 +105,7 @@ def test_install_cell_prints_the_next_step_when_pip_fails(tmp_path):
     )
     run = subprocess.run([sys.executable, "-c", wrapper], capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
-    assert "Next step" in run.stdout and "pip install -e ." in run.stdout
+    assert "Next step" in run.stdout and "pip install -e '.[notebooks]'" in run.stdout
 
 
 def test_install_cell_lines_fit_the_text_column():

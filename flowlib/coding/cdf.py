@@ -221,7 +221,7 @@ def push_escapes(coder: ScalarRANS | VectorRANS, escaped: np.ndarray, low, high)
 
 def pop_escapes(coder: ScalarRANS | VectorRANS, low, high, count: int | None = None) -> np.ndarray:
     """Pop ``count`` values pushed by :func:`push_escapes` with the same ranges (``count`` defaults to the length
-    of ``low``); returns (count,) int64. Raises :class:`CorruptStreamError` for a distance beyond any escapable
+    of ``low``); returns (count,) int64. Raises :class:`~flowlib.coding.rans.CorruptStreamError` for a distance beyond any escapable
     value."""
     count = len(low) if count is None else int(count)
     if not count:

@@ -1,6 +1,6 @@
 """Optional compiled loops (Numba) for the rANS coders: the same bytes as the NumPy code, several times faster.
 
-Install with ``pip install "flowlib[fast]"`` (Numba, with prebuilt wheels for Linux, macOS and Windows on x86-64
+Install with ``pip install "flows-and-bottlenecks[fast]"`` (Numba, with prebuilt wheels for Linux, macOS and Windows on x86-64
 and arm64). Without Numba every function in :mod:`flowlib.coding` runs its NumPy code instead and writes
 byte-identical streams (``tests/test_coding.py`` checks both). ``FLOWLIB_NUMBA=0`` in the environment, or
 :func:`use_numba` in code, turns the compiled loops off.
@@ -52,7 +52,7 @@ def use_numba(on: bool) -> Iterator[None]:
     """
     global _enabled
     if on and numba is None:
-        raise RuntimeError("Numba is not installed; pip install 'flowlib[fast]' (or numba) to use the compiled loops")
+        raise RuntimeError("Numba is not installed; pip install 'flows-and-bottlenecks[fast]' (or numba) to use the compiled loops")
     previous, _enabled = _enabled, on
     try:
         yield

@@ -18,7 +18,7 @@ offset bytes field
 60     4     CRC-32 of bytes 0..59, the extra metadata and the payload
 ====== ===== ==========================================================================
 
-The container knows nothing about models: the caller passes the fingerprint, and :func:`flowlib.coding.unpack`
+The container knows nothing about models: the caller passes the fingerprint, and :func:`flowlib.coding.container.unpack`
 refuses a file whose fingerprint differs from the expected one (decoding with other weights would produce
 garbage). Every field is checked: a reserved byte or unused shape slot that is not 0, metadata that is not a JSON
 object, or a length that disagrees with the data raises a :class:`ContainerError` subclass that says what to do.

@@ -27,7 +27,7 @@ consecutive integers starting at ``offset``, plus an escape symbol ``K`` for val
 
 The approximations in 1-2 change a probability by at most about ``2^-22`` (the interpolation) and move no mass
 between values beyond that; they only define *which* quantised model is coded, which the encoder and the decoder
-share exactly. :func:`windows` chooses the windows from the same integers.
+share exactly. :meth:`LogisticMixtures.windows` chooses the windows from the same integers.
 """
 
 from __future__ import annotations

@@ -2,13 +2,13 @@
 
 The parts, each in its own module:
 
-* :mod:`flowlib.compress.codec`: the IDF + rANS codec, :func:`compress` and :func:`decompress` (its docstring
+* :mod:`flowlib.compress.codec`: the IDF + rANS codec, :func:`~flowlib.compress.codec.compress` and :func:`~flowlib.compress.codec.decompress` (its docstring
   describes the file, step by step);
 * :mod:`flowlib.compress.baselines`: PNG, WebP, JPEG-XL, JPEG 2000, gzip, bz2 and lzma on the same images, one
-  file per image or on mosaics of many (:func:`tile_mosaics`);
+  file per image or on mosaics of many (:func:`~flowlib.compress.baselines.tile_mosaics`);
 * :mod:`flowlib.compress.cli`: ``python -m flowlib.compress encode|decode ...``.
 
-``flowlib.compress`` is also callable: ``flowlib.compress(images, model)`` is :func:`compress`.
+``flowlib.compress`` is also callable: ``flowlib.compress(images, model)`` is :func:`~flowlib.compress.codec.compress`.
 
 Example:
     >>> import torch
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 class _CallableModule(types.ModuleType):
     """``flowlib.compress`` is this package (so ``python -m flowlib.compress`` runs the command line), and calling
-    it, ``flowlib.compress(images, model)``, calls :func:`compress`."""
+    it, ``flowlib.compress(images, model)``, calls :func:`~flowlib.compress.codec.compress`."""
 
     def __call__(self, images: Tensor | np.ndarray, model: IDF, *, allow_raw: bool = True) -> bytes:
         return compress(images, model, allow_raw=allow_raw)

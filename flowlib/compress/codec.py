@@ -7,22 +7,22 @@ How a file is made (:func:`compress`), for images ``x`` of one shape, chunk by c
    value, :meth:`flowlib.models.idf.IDF.prior`) whose parameters are multiples of ``2^-12`` computed in exact
    arithmetic, so the decoder can rebuild them from what it has already decoded.
 2. Each value's table covers a *window* of integers around its distribution, ``+-16`` scales of every component
-   that matters (:meth:`flowlib.coding.LogisticMixtures.windows`); the rare value outside is escaped
-   (:func:`flowlib.coding.push_escapes`). The two table entries a value needs are computed directly, in integer
+   that matters (:meth:`flowlib.coding.logistic.LogisticMixtures.windows`); the rare value outside is escaped
+   (:func:`flowlib.coding.cdf.push_escapes`). The two table entries a value needs are computed directly, in integer
    arithmetic (:mod:`flowlib.coding.logistic`): no table is built to encode, and every machine computes the same.
-3. Everything goes onto ONE rANS stack (:class:`flowlib.coding.VectorRANS`, precision 24, one lane per image up to
+3. Everything goes onto ONE rANS stack (:class:`flowlib.coding.rans.VectorRANS`, precision 24, one lane per image up to
    :data:`MAX_LANES`). rANS is last-in-first-out and the decoder needs ``z_L`` first (its prior is unconditional),
    then ``z_{L-1}`` given ``y_{L-1}`` recomputed from ``z_L``, and so on; so a chunk pushes ``z_1`` first and ``z_L``
    last, then its pixels' CRC-32, then a flag. The values of a level go in groups of one window size, smallest
    windows first.
 4. If the model would spend more than 8 bits per pixel on a chunk (images unlike its training data), the chunk's
    pixels are stored raw instead, flagged, and :class:`RawChunkWarning` says so.
-5. The stream goes into the flowlib container (:func:`flowlib.coding.pack`) with the model's fingerprint
+5. The stream goes into the flowlib container (:func:`flowlib.coding.container.pack`) with the model's fingerprint
    (:func:`model_fingerprint`).
 
 Decoding (:func:`decompress`) walks the same steps backwards, last chunk first. A truncated, corrupted or foreign
-file, or one made with other weights, raises :class:`flowlib.coding.ContainerError` or
-:class:`flowlib.coding.CorruptStreamError`; wrong pixels are never returned (the container's checksum, every
+file, or one made with other weights, raises :class:`flowlib.coding.container.ContainerError` or
+:class:`flowlib.coding.rans.CorruptStreamError`; wrong pixels are never returned (the container's checksum, every
 chunk's CRC and the coder's end state all have to agree), and the work done is bounded by the file's size.
 """
 
@@ -302,8 +302,8 @@ class _Push:
 def decompress(data: bytes, model: IDF) -> Tensor:
     """The ``uint8`` images ``(N, C, H, W)`` stored in ``data`` by :func:`compress` with the same ``model``.
 
-    Raises :class:`flowlib.coding.ContainerError` (not a flowlib file, truncated, checksum or model mismatch) or
-    :class:`flowlib.coding.CorruptStreamError` (the stream does not decode to the images that were stored). Work
+    Raises :class:`flowlib.coding.container.ContainerError` (not a flowlib file, truncated, checksum or model mismatch) or
+    :class:`flowlib.coding.rans.CorruptStreamError` (the stream does not decode to the images that were stored). Work
     and memory are bounded by the size of ``data``: each chunk costs at least 33 bits of it.
 
     Example:

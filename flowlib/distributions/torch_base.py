@@ -1,7 +1,7 @@
-"""Any ``torch.distributions.Distribution`` as the base density of a :class:`~flowlib.models.Flow`.
+"""Any ``torch.distributions.Distribution`` as the base density of a :class:`~flowlib.models.flow.Flow`.
 
 :class:`TorchDistribution` gives a torch distribution flowlib's base interface: ``log_prob(z) -> (B,)`` summed over
-the event, ``sample(num_samples, temperature)`` of shape ``(num_samples, *event_shape)``. :class:`~flowlib.models.Flow`
+the event, ``sample(num_samples, temperature)`` of shape ``(num_samples, *event_shape)``. :class:`~flowlib.models.flow.Flow`
 wraps a torch distribution in it automatically.
 """
 

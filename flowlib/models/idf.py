@@ -82,8 +82,8 @@ LOG_SCALE_MIN, LOG_SCALE_MAX = -6.0, 6.0  # prior scales between e^-6 (one certa
 
 class ExactArithmeticError(ArithmeticError, ValueError):
     """The coding path's fixed-point arithmetic would lose exactness: the network's weights or activations are too
-    large (or not finite). Raised by :meth:`IDF.forward_integer` and :func:`flowlib.compress.compress` for a model
-    whose weights have diverged; :func:`flowlib.compress.decompress` reports it as a corrupt stream."""
+    large (or not finite). Raised by :meth:`IDF.forward_integer` and :func:`flowlib.compress.codec.compress` for a model
+    whose weights have diverged; :func:`flowlib.compress.codec.decompress` reports it as a corrupt stream."""
 
 
 def round_ste(x: Tensor) -> Tensor:
@@ -496,7 +496,7 @@ class IDF(nn.Module):
         """``log P(x)`` in nats, ``(B,)``, of ``uint8`` images ``(B, C, H, W)``, Eq. (4).
 
         ``exact=True`` evaluates the coding path (float64, quantized networks and priors, no gradients): the ideal
-        code length of the file :func:`flowlib.compress.compress` writes is ``-log2 P`` of this value.
+        code length of the file :func:`flowlib.compress.codec.compress` writes is ``-log2 P`` of this value.
         """
         context = torch.no_grad() if exact else nullcontext()
         with context:

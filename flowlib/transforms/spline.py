@@ -69,14 +69,16 @@ def rational_quadratic_spline(
         inverse, so the two directions' log-derivatives cancel.
 
     References:
-        Neural Spline Flows. Durkan, Bekasov, Murray, Papamakarios, 2019. arXiv:1906.04068 (the spline and its inverse: the appendix).
+        Neural Spline Flows. Durkan, Bekasov, Murray, Papamakarios, 2019.
+        arXiv:1906.04068 (the spline and its inverse: the appendix).
 
     Example:
+        >>> generator = torch.Generator().manual_seed(0)
         >>> x = torch.linspace(-4, 4, 9)
-        >>> widths, heights, derivatives = torch.randn(9, 5), torch.randn(9, 5), torch.randn(9, 4)
+        >>> widths, heights, derivatives = (torch.randn(9, k, generator=generator) for k in (5, 5, 4))
         >>> y, logabsdet = rational_quadratic_spline(x, widths, heights, derivatives)
         >>> x_back, inverse_logabsdet = rational_quadratic_spline(y, widths, heights, derivatives, inverse=True)
-        >>> torch.allclose(x_back, x, atol=1e-5), torch.allclose(inverse_logabsdet, -logabsdet, atol=1e-5)
+        >>> torch.allclose(x_back, x, atol=1e-4), torch.allclose(inverse_logabsdet, -logabsdet, atol=1e-4)
         (True, True)
         >>> y[0].item(), y[-1].item()  # identity outside [-3, 3]
         (-4.0, 4.0)
