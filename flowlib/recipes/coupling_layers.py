@@ -3,10 +3,10 @@ the mask comparison.
 
 Checkpoint names are ``01_coupling_layers-<recipe>-<scale>``:
 
-* ``nice_<density>`` and ``realnvp_<density>`` for the toy densities of :data:`TOY_DENSITIES`;
+* ``nice_<density>`` and ``realnvp_<density>`` for the toy densities of ``TOY_DENSITIES``;
 * ``nice_mnist`` (the paper's MNIST architecture at the width ``S.nice_hidden``) and ``realnvp_mnist`` (the
   multi-scale RealNVP of Section 3.6 at the width ``S.realnvp_hidden``);
-* ``mask_<variant>_seed<k>`` for the variants of :data:`MASK_VARIANTS`, ``S.mask_seeds`` seeds each.
+* ``mask_<variant>_seed<k>`` for the variants of ``MASK_VARIANTS``, ``S.mask_seeds`` seeds each.
 
 :func:`train_on_images` is the maximum-likelihood loop on dequantized MNIST that chapter 2 uses too.
 
