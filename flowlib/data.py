@@ -16,6 +16,7 @@ online and the files are missing.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +29,7 @@ __all__ = [
     "DataNotFoundError",
     "IMAGE_DATASETS",
     "TOY_DENSITIES",
+    "TensorLoader",
     "data_root",
     "dequantize",
     "digits_8x8",
@@ -135,6 +137,63 @@ def _collate(form: ImageForm):
     return collate
 
 
+class TensorLoader:
+    """Shuffled batches of tensors that sit whole in one device's memory: a ``DataLoader`` without the host.
+
+    On a GPU a ``DataLoader`` collates every batch on the CPU and copies it over, which leaves a small model's
+    GPU idle between steps. MNIST's 60,000 ``uint8`` images take 47 MB, so they can stay on the GPU: each epoch
+    draws a permutation (from a CPU generator seeded with ``seed``, so the order is the same on every device),
+    each batch is gathered there and converted by ``transform`` there (e.g. dequantized with noise drawn on the
+    device).
+
+    Arguments:
+        tensors: tensors with the same first dimension ``N``; each batch is a tuple of their rows.
+        batch_size: rows per batch.
+        shuffle: a new random order every epoch; otherwise ``0..N-1``.
+        drop_last: skip the last batch if it is smaller than ``batch_size``.
+        seed: seed of the shuffling.
+        transform: applied to the first tensor's rows of every batch.
+
+    Example:
+        >>> loader = TensorLoader(torch.arange(10), batch_size=4, shuffle=False)
+        >>> len(loader), [batch[0].tolist() for batch in loader]
+        (3, [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]])
+    """
+
+    def __init__(
+        self,
+        *tensors: Tensor,
+        batch_size: int,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        seed: int = 0,
+        transform: Callable[[Tensor], Tensor] | None = None,
+    ):
+        if not tensors or any(len(tensor) != len(tensors[0]) for tensor in tensors):
+            raise ValueError(f"TensorLoader needs tensors with the same first dimension, got shapes "
+                             f"{[tuple(tensor.shape) for tensor in tensors]}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.tensors, self.batch_size, self.shuffle, self.drop_last = tensors, batch_size, shuffle, drop_last
+        self.transform = transform
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        count = len(self.tensors[0])
+        return count // self.batch_size if self.drop_last else -(-count // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, ...]]:
+        count, device = len(self.tensors[0]), self.tensors[0].device
+        order = torch.randperm(count, generator=self.generator) if self.shuffle else torch.arange(count)
+        order = order.to(device)
+        for index in range(len(self)):
+            rows = order[index * self.batch_size : (index + 1) * self.batch_size]
+            batch = [tensor.index_select(0, rows) for tensor in self.tensors]
+            if self.transform is not None:
+                batch[0] = self.transform(batch[0])
+            yield tuple(batch)
+
+
 def image_loader(
     name: str,
     split: Literal["train", "test"] = "train",
@@ -145,18 +204,25 @@ def image_loader(
     shuffle: bool | None = None,
     seed: int = 0,
     drop_last: bool = False,
-) -> DataLoader:
+    device: torch.device | str | None = None,
+) -> DataLoader | TensorLoader:
     """A ``DataLoader`` of ``(images, labels)`` batches in the requested ``form`` (see the module docstring).
 
     ``shuffle`` defaults to True for the training split. Dequantization noise is drawn afresh for every batch.
+    With a ``device``, the whole set is moved there once and batched there: a :class:`TensorLoader` (use it on
+    GPUs; CIFAR-10's 150 MB fit as well as MNIST's 47 MB).
     """
     if form not in ("uint8", "dequantized", "unit"):
         raise ValueError(f"form must be 'uint8', 'dequantized' or 'unit', got {form!r}")
     images, labels = load_images(name, split, subset=subset, seed=seed)  # uint8; converted per batch
+    shuffle = split == "train" if shuffle is None else shuffle
+    if device is not None:
+        return TensorLoader(images.to(device), labels.to(device), batch_size=batch_size, shuffle=shuffle,
+                            drop_last=drop_last, seed=seed, transform=lambda batch: _convert(batch, form))
     return DataLoader(
         TensorDataset(images, labels),
         batch_size=batch_size,
-        shuffle=split == "train" if shuffle is None else shuffle,
+        shuffle=shuffle,
         collate_fn=_collate(form),
         drop_last=drop_last,
         generator=torch.Generator().manual_seed(seed),
