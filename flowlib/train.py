@@ -232,6 +232,7 @@ class TrainStep:
         loss = self._loss(batch)
         if self.check_every_step:
             check_finite(loss, self.steps)
+        value = loss.detach().clone()  # a copy: CUDA-graph outputs are overwritten by the next replay
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.max_grad_norm is not None:
@@ -240,7 +241,7 @@ class TrainStep:
         if self.scheduler is not None:
             self.scheduler.step()
         self.steps += 1
-        return loss.detach().clone()  # a copy: CUDA-graph outputs are overwritten by the next replay
+        return value
 
 
 class _LossModule(nn.Module):
