@@ -9,9 +9,9 @@ Usage::
 For each chapter this builds the recipes of :mod:`flowlib.recipes` at the scale (default: ``FLOWLIB_SCALE``, else
 ``gpu`` with CUDA and ``standard`` without), trains every one whose checkpoint is not in ``DIR/MANIFEST.json`` yet
 (all of them with ``--retrain``), and saves the weights and their manifest entries there. ``DIR`` defaults to the
-checkpoints the notebooks load (``FLOWLIB_CHECKPOINT_DIR``, else the repository's ``checkpoints/``); a notebook run
-with ``FLOWLIB_CHECKPOINT_DIR=DIR`` and the same scale loads what was trained here. ``quick``-scale weights are
-only saved into an explicit ``--out``, never among the committed checkpoints.
+folder where notebooks save (:func:`flowlib.checkpoints.save_dir`: ``FLOWLIB_CHECKPOINT_DIR``, else the clone's
+``checkpoints/``); a notebook run with ``FLOWLIB_CHECKPOINT_DIR=DIR`` and the same scale loads what was trained
+here. ``quick``-scale weights are only saved into an explicit ``--out``, never among the committed checkpoints.
 
 Before training it prints the plan with the time each checkpoint took when it was last trained at this scale on this
 kind of device (from the manifests), then shows a bar over the recipes and each training's own bar with its rate and
@@ -32,7 +32,8 @@ from flowlib.device import resolve_device
 from flowlib.distributed import is_main_process
 from flowlib.recipes import CHAPTERS, Recipe, chapter_recipes
 from flowlib.scale import SCALES, current_scale
-from flowlib.train import CHECKPOINT_DIR, CheckpointError, checkpoint_metadata, progress_bars, train_or_load
+from flowlib.checkpoints import CheckpointError, checkpoint_metadata, save_dir, train_or_load
+from flowlib.train import progress_bars
 
 __all__ = ["NoRecipesError", "main", "pretrain", "previous_seconds"]
 
@@ -54,20 +55,22 @@ def _recipes(chapter: str, scale: str, device: torch.device) -> dict[str, Recipe
         ) from None
 
 
-def _entry(name: str, directory: Path) -> dict[str, Any] | None:
-    """The manifest entry of checkpoint ``name`` in ``directory``, or ``None``."""
+def _entry(name: str, directory: Path | None) -> dict[str, Any] | None:
+    """The manifest entry of checkpoint ``name`` in ``directory`` (``None``: wherever notebooks would find it,
+    see :mod:`flowlib.checkpoints`), or ``None``."""
     try:
         return checkpoint_metadata(name, directory)
     except CheckpointError:
         return None
 
 
-def previous_seconds(name: str, device: torch.device, directories: list[Path]) -> float | None:
+def previous_seconds(name: str, device: torch.device, directories: list[Path | None]) -> float | None:
     """How long checkpoint ``name`` took to train last time on this kind of device, from the first manifest that
-    records it (``None`` if none does, or if it was trained on another kind of device).
+    records it (``None`` in the list: the checkpoints notebooks load), or ``None`` if none does or it was trained on
+    another kind of device.
 
     Example:
-        >>> previous_seconds("no-such-checkpoint", torch.device("cpu"), [CHECKPOINT_DIR]) is None
+        >>> previous_seconds("no-such-checkpoint", torch.device("cpu"), [None]) is None
         True
     """
     for directory in directories:
@@ -104,7 +107,7 @@ def pretrain(
         raise ValueError(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}")
     device = resolve_device(device)
     explicit_out = out is not None
-    out = Path(out) if out is not None else CHECKPOINT_DIR
+    out = Path(out) if out is not None else save_dir()
     save = scale != "quick" or explicit_out
     recipes = _recipes(chapter, scale, device)
     if only:
@@ -114,7 +117,7 @@ def pretrain(
         recipes = {name: recipe for name, recipe in recipes.items() if name in only}
     todo = {name: recipe for name, recipe in recipes.items()
             if retrain or _entry(recipe.checkpoint_name(scale), out) is None}
-    estimates = {name: previous_seconds(recipe.checkpoint_name(scale), device, [out, CHECKPOINT_DIR])
+    estimates = {name: previous_seconds(recipe.checkpoint_name(scale), device, [out, None])
                  for name, recipe in todo.items()}
     from tqdm.auto import tqdm
 

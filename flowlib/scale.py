@@ -174,7 +174,9 @@ def describe_run(device: torch.device | str | None = None) -> str:
     """One line naming the scale, device and versions that a notebook's outputs came from (print it at the top)."""
     device = torch.device(device) if device is not None else default_device()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    # The release a reader can `pip install` ("2.14.1"), then the build's local tag ("cu130", "cpu") if any.
+    release, _, build = torch.__version__.partition("+")
     return (
         f"scale: {current_scale()} | device: {device.type} ({name}, {torch.get_num_threads()} threads) | "
-        f"torch {torch.__version__} | python {platform.python_version()}"
+        f"torch {release}{f' ({build} build)' if build else ''} | python {platform.python_version()}"
     )

@@ -5,44 +5,37 @@
   without the host waiting for the GPU inside the loop, optionally through ``torch.compile`` (CUDA graphs) and
   TF32, and unchanged under ``torchrun`` (DistributedDataParallel, :mod:`flowlib.distributed`). Each step is a
   :class:`TrainStep`, which benchmarks time on their own.
-* :func:`save_checkpoint` / :func:`load_checkpoint` store ``state_dict`` files whose sha256 is recorded in
-  ``checkpoints/MANIFEST.json``; loading verifies the hash and uses ``torch.load(weights_only=True)``.
-* :func:`train_or_load` is what notebooks call: load the committed checkpoint for the active scale if there is
-  one, otherwise (or with ``FLOWLIB_RETRAIN=1``) train and save.
+* :func:`save_checkpoint`, :func:`load_checkpoint` and :func:`train_or_load` (what notebooks call: load the
+  checkpoint for the active scale if there is one, otherwise, or with ``FLOWLIB_RETRAIN=1``, train and save) live
+  in :mod:`flowlib.checkpoints`, which documents where checkpoints are found; they are re-exported here.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
 import random
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from flowlib.checkpoints import CheckpointError, checkpoint_metadata, load_checkpoint, save_checkpoint, train_or_load
 from flowlib.device import default_device, resolve_device
-from flowlib.distributed import is_main_process
-from flowlib.scale import current_scale
 
 __all__ = [
-    "CHECKPOINT_DIR",
     "PRECISIONS",
     "CheckpointError",
     "History",
     "NonFiniteLossError",
     "TrainStep",
     "check_finite",
+    "checkpoint_metadata",
     "default_device",
     "default_optimizer",
     "fit",
@@ -54,15 +47,9 @@ __all__ = [
     "train_or_load",
 ]
 
-CHECKPOINT_DIR = Path(os.environ.get("FLOWLIB_CHECKPOINT_DIR", Path(__file__).resolve().parent.parent / "checkpoints"))
-
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the step and suggests what to try."""
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing from the manifest, or its bytes do not match the recorded sha256."""
 
 
 def seed_everything(seed: int = 0) -> torch.Generator:
@@ -307,7 +294,10 @@ def fit(
     a loss that is a mean over examples. The first batch initialises data-dependent layers (ActNorm) once, whole,
     before training. ``train_loss`` holds the global batch's losses in every process.
     """
-    from tqdm.auto import tqdm
+    try:  # the progress bar is optional (the ``progress`` extra); without tqdm the loop runs silently
+        from tqdm.auto import tqdm
+    except ImportError:
+        tqdm = _no_progress_bar
 
     from flowlib import distributed
 
@@ -404,6 +394,19 @@ def _make_train_step(
 
 
 
+class _no_progress_bar:  # noqa: N801 - stands in for the tqdm class
+    """What :func:`fit` iterates through when tqdm is not installed: the data itself, no bar."""
+
+    def __init__(self, iterable: Iterable, **kwargs: Any):
+        self.iterable = iterable
+
+    def __iter__(self) -> Iterator:
+        return iter(self.iterable)
+
+    def set_postfix(self, **kwargs: Any) -> None:
+        pass
+
+
 def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, Tensor):
         return batch.to(device, non_blocking=True)
@@ -412,131 +415,3 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, dict):
         return {key: _to_device(value, device) for key, value in batch.items()}
     return batch
-
-
-# --- checkpoints -----------------------------------------------------------------------------------------------
-
-
-def _manifest_path(directory: Path) -> Path:
-    return directory / "MANIFEST.json"
-
-
-def _read_manifest(directory: Path) -> dict[str, dict[str, Any]]:
-    path = _manifest_path(directory)
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-@contextmanager
-def _exclusive_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive OS-level lock on ``path`` (released when the file is closed, even if the process dies)."""
-    with open(path, "a+") as handle:
-        if sys.platform == "win32":
-            import msvcrt
-
-            msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def save_checkpoint(
-    model: nn.Module, name: str, *, metadata: dict[str, Any] | None = None, directory: Path | None = None
-) -> Path:
-    """Save ``model.state_dict()`` as ``<directory>/<name>.pt`` and record its sha256 (and ``metadata``) in the
-    manifest. Returns the file's path."""
-    directory = Path(directory or CHECKPOINT_DIR)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{name}.pt"
-    state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    torch.save(state, path)
-    entry = {"file": path.name, "sha256": _sha256(path), "bytes": path.stat().st_size, **(metadata or {})}
-    # Several trainings may finish at once: lock the manifest for the read-modify-write and replace it atomically.
-    with _exclusive_lock(directory / ".MANIFEST.lock"):
-        manifest = _read_manifest(directory)
-        manifest[name] = entry
-        temporary = _manifest_path(directory).with_suffix(".json.tmp")
-        temporary.write_text(json.dumps(dict(sorted(manifest.items())), indent=2) + "\n")
-        os.replace(temporary, _manifest_path(directory))
-    return path
-
-
-def checkpoint_metadata(name: str, directory: Path | None = None) -> dict[str, Any]:
-    """The manifest entry of checkpoint ``name`` (sha256, size and whatever metadata was saved with it)."""
-    manifest = _read_manifest(Path(directory or CHECKPOINT_DIR))
-    if name not in manifest:
-        raise CheckpointError(f"no checkpoint named {name!r} in the manifest; train it with FLOWLIB_RETRAIN=1")
-    return manifest[name]
-
-
-def load_checkpoint(model: nn.Module, name: str, *, directory: Path | None = None) -> nn.Module:
-    """Load checkpoint ``name`` into ``model`` after checking its sha256 against the manifest."""
-    directory = Path(directory or CHECKPOINT_DIR)
-    entry = checkpoint_metadata(name, directory)
-    path = directory / entry["file"]
-    if not path.exists():
-        raise CheckpointError(f"checkpoint file {path} is missing; retrain with FLOWLIB_RETRAIN=1")
-    digest = _sha256(path)
-    if digest != entry["sha256"]:
-        raise CheckpointError(
-            f"checkpoint {path} has sha256 {digest[:12]}..., the manifest says {entry['sha256'][:12]}...: the file "
-            "is corrupt or was replaced; restore it from git or retrain with FLOWLIB_RETRAIN=1"
-        )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
-    return model
-
-
-def train_or_load(
-    model: nn.Module,
-    name: str,
-    train: Callable[[nn.Module], dict[str, Any] | None],
-    *,
-    retrain: bool | None = None,
-    save: bool | None = None,
-    directory: Path | None = None,
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Load checkpoint ``name`` into ``model`` if the manifest has it, else call ``train(model)`` and save.
-
-    Name checkpoints after chapter, model and scale (``"03_pie-eps0.1-standard"``) so each scale has its own.
-    ``train`` may return a dict of metadata (training time, final loss, a short loss curve) that is stored in the
-    manifest and returned, so a notebook that loads weights can still show how they were obtained.
-    ``retrain`` defaults to the environment variable ``FLOWLIB_RETRAIN`` (``1`` forces training); ``save``
-    defaults to True except at the ``quick`` scale, whose throw-away weights never enter the committed manifest.
-    Returns ``(model, metadata)``; the model is in eval mode.
-    """
-    directory = Path(directory or CHECKPOINT_DIR)
-    if retrain is None:
-        retrain = os.environ.get("FLOWLIB_RETRAIN", "0") not in ("", "0", "false", "False")
-    if save is None:
-        save = current_scale() != "quick"
-    if not retrain and name in _read_manifest(directory):
-        load_checkpoint(model, name, directory=directory)
-        metadata = {"loaded": True, **checkpoint_metadata(name, directory)}
-    else:
-        metadata = _json_safe(dict(train(model) or {}))
-        if save and is_main_process():  # under torchrun every process trains; one writes
-            save_checkpoint(model, name, metadata=metadata, directory=directory)
-        metadata = {"loaded": False, **metadata}
-    model.eval()
-    return model, metadata
-
-
-def _json_safe(value: Any) -> Any:
-    """Metadata must be JSON: floats stay floats (NaN becomes None), tensors become lists."""
-    if isinstance(value, dict):
-        return {str(key): _json_safe(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item) for item in value]
-    if isinstance(value, Tensor):
-        return _json_safe(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    return value

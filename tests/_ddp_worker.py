@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from flowlib import distributed, train
+from flowlib import checkpoints, distributed, train
 from flowlib.distributions import StandardNormal
 from flowlib.models.flow import Flow
 from flowlib.nets import MLP
@@ -39,14 +39,14 @@ def train_flow(model: Flow) -> dict:
 
 def main(out: Path) -> None:
     saved_by: list[int] = []
-    save = train.save_checkpoint
+    save = checkpoints.save_checkpoint
 
     def recording_save(*args, **kwargs):
         saved_by.append(distributed.rank())
         return save(*args, **kwargs)
 
-    train.save_checkpoint = recording_save
-    model, metadata = train.train_or_load(build(), "ddp-demo", train_flow, retrain=True, save=True,
+    checkpoints.save_checkpoint = recording_save
+    model, metadata = checkpoints.train_or_load(build(), "ddp-demo", train_flow, retrain=True, save=True,
                                           directory=out / "checkpoints")
     torch.save({"state": model.state_dict(), "train_loss": metadata["train_loss"], "saved_by": saved_by,
                 "world_size": distributed.world_size()}, out / f"rank{distributed.rank()}.pt")

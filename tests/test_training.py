@@ -114,24 +114,19 @@ def test_compiled_glow_step_has_no_graph_break_and_matches_eager():
 # --- on-device batches ------------------------------------------------------------------------------------------
 
 
-def test_tensor_loader_shuffles_reproducibly_and_converts_each_batch():
+def test_tensor_batches_convert_each_batch_where_the_tensors_are():
     images = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1)
-    loader = data.TensorLoader(images, torch.arange(10), batch_size=4, drop_last=True, seed=3,
-                               transform=lambda x: x.float() / 2)
-    first, second = list(loader), list(loader)
-    assert len(loader) == len(first) == 2 and all(batch[0].dtype == torch.float32 for batch in first)
+    batches = data.TensorBatches((images, torch.arange(10)), 4, shuffle=True, drop_last=True, seed=3,
+                                 transform=lambda x: x.float() / 2)
+    first = list(batches)
+    assert len(batches) == len(first) == 2 and all(batch[0].dtype == torch.float32 for batch in first)
     assert all(torch.equal(batch[0].flatten() * 2, batch[1].float()) for batch in first)  # rows stay paired
-    assert not all(torch.equal(a[1], b[1]) for a, b in zip(first, second))  # a new order every epoch
-    replay = list(data.TensorLoader(images, torch.arange(10), batch_size=4, drop_last=True, seed=3))
-    assert all(torch.equal(a[1], b[1]) for a, b in zip(first, replay))
-    with pytest.raises(ValueError, match="same first dimension"):
-        data.TensorLoader(images, torch.arange(9), batch_size=4)
 
 
 @needs_data
 def test_image_loader_on_a_device_keeps_the_set_there():
     loader = data.image_loader("mnist", "test", 100, subset=300, form="dequantized", device="cpu")
-    assert isinstance(loader, data.TensorLoader) and len(loader) == 3
+    assert isinstance(loader, data.TensorBatches) and len(loader) == 3
     images, labels = next(iter(loader))
     assert images.shape == (100, 1, 28, 28) and images.dtype == torch.float32 and labels.dtype == torch.int64
     assert 0 <= float(images.min()) and float(images.max()) < 1
@@ -164,6 +159,8 @@ def test_train_idf_takes_a_tensor_a_dataset_or_a_dataloader(form):
 def test_train_idf_refuses_what_it_cannot_batch():
     with pytest.raises(TypeError, match="dataset name, a uint8 tensor"):
         train_idf(_tiny_idf(), 42, device="cpu")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="one-pass iterator"):
+        train_idf(_tiny_idf(), iter([torch.zeros(4, 1, 8, 8, dtype=torch.uint8)]), max_steps=1, device="cpu")
     with pytest.raises(TypeError, match="uint8"):
         train_idf(_tiny_idf(), torch.rand(32, 1, 8, 8), batch_size=16, eval_images=None, device="cpu",
                   progress=False)
@@ -228,6 +225,6 @@ def _no_recipes(chapter, scale, device):
 
 
 def test_pretrain_keeps_quick_weights_out_of_the_committed_checkpoints(tmp_path, monkeypatch):
-    monkeypatch.setattr(pretrain, "CHECKPOINT_DIR", tmp_path)
+    monkeypatch.setenv("FLOWLIB_CHECKPOINT_DIR", str(tmp_path))
     rows = pretrain.pretrain("00_change_of_variables", scale="quick", device="cpu", progress=False)
     assert rows[0]["status"] == "trained (not saved)" and not any(tmp_path.iterdir())

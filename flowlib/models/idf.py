@@ -4,24 +4,22 @@ Reference:
     Integer Discrete Flows and Lossless Compression. Emiel Hoogeboom, Jorn W.T. Peters, Rianne van den Berg,
     Max Welling. NeurIPS 2019. arXiv:1905.07376. Official code: github.com/jornpeters/integer_discrete_flows.
 
-The method, in the order of this file (equation labels are this file's; the blog in ``shared/papers`` numbers the
-prior Eq. 13):
+The method, in the order of this file (equation labels are this file's; the flow blog post numbers the prior
+Eq. 13):
 
-(1) Discrete change of variables. For a bijection ``f: Z^D -> Z^D`` no volume changes, so
-        P_X(x) = P_Z(f(x)),
+(1) Discrete change of variables. For a bijection ``f: Z^D -> Z^D`` no volume changes, so ``P_X(x) = P_Z(f(x))``,
     and ``-log2 P_X(x)`` is the length in bits of an entropy code of ``x`` (rANS codes ``z = f(x)`` under ``P_Z``).
 (2) Integer discrete coupling. Split ``x = [x_a, x_b]`` over channels and keep ``x_a``:
-        z_a = x_a,    z_b = x_b + round(t(x_a)),    inverse  x_b = z_b - round(t(z_a)),
+    ``z_a = x_a``, ``z_b = x_b + round(t(x_a))``, inverse ``x_b = z_b - round(t(z_a))``,
     exact on the integers for any neural network ``t``.
 (3) Straight-through rounding: the gradient of ``round`` is taken to be the identity, ``d round(y) / dy := 1``.
 (4) Architecture: ``L`` levels; level ``l`` is a squeeze, ``K`` integer flow layers (a fixed channel permutation
     then a coupling (2)), and a factor-out ``y_{l-1} -> [z_l, y_l]`` for ``l < L``; the last level maps
-    ``y_{L-1} -> z_L``. Hence
-        log P(x) = sum_{l<L} log P(z_l | y_l) + log P(z_L).
+    ``y_{L-1} -> z_L``. Hence ``log P(x) = sum_{l<L} log P(z_l | y_l) + log P(z_L)``.
 (5) Priors: each factored-out ``z_l`` is a discretized logistic (unit bins ``[z - 1/2, z + 1/2]``, blog Eq. 13)
     whose mean and log-scale come from a small network on the kept ``y_l``, or optionally a mixture of ``M'`` of
-    them whose means, log-scales and weights all come from that network,
-        P(z_l | y_l) = sum_m pi_m(y_l) DLogistic(z_l | mu_m(y_l), s_m(y_l)),                         (5b)
+    them whose means, log-scales and weights all come from that network, (5b)
+    ``P(z_l | y_l) = sum_m pi_m(y_l) DLogistic(z_l | mu_m(y_l), s_m(y_l))``,
     which can say "background or ink" for a pixel-like value where one logistic must spread over both; the top
     ``z_L`` has a mixture of ``M`` discretized logistics with learnable parameters per dimension (the paper: about
     5 components suffice).
@@ -48,7 +46,7 @@ import math
 from collections.abc import Iterable
 from contextlib import nullcontext
 from functools import partial
-from typing import Union
+from typing import NamedTuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -84,12 +82,13 @@ WEIGHT_BITS = 16  # coding path: weights and biases on the grid 2^-16
 ACTIVATION_BITS = 18  # coding path: network activations on the grid 2^-18
 PARAMETER_BITS = 12  # coding path: prior means and log-scales on the grid 2^-12 before building tables
 MEAN_LR_FACTOR = 5.0  # learning rate of the top prior's means, in units of the base rate (see parameter_groups)
-_EXACT_BOUND = 2.0 ** (52 - WEIGHT_BITS - ACTIVATION_BITS)  # |partial sums| below this are exact in float64
 LOG_SCALE_MIN, LOG_SCALE_MAX = -6.0, 6.0  # prior scales between e^-6 (one certain bin) and e^6 (~ 400 values)
 
 
-class ExactArithmeticError(ArithmeticError):
-    """The coding path's fixed-point arithmetic would lose exactness (activations grew too large)."""
+class ExactArithmeticError(ArithmeticError, ValueError):
+    """The coding path's fixed-point arithmetic would lose exactness: the network's weights or activations are too
+    large (or not finite). Raised by :meth:`IDF.forward_integer` and :func:`flowlib.compress.codec.compress` for a model
+    whose weights have diverged; :func:`flowlib.compress.codec.decompress` reports it as a corrupt stream."""
 
 
 def round_ste(x: Tensor) -> Tensor:
@@ -102,37 +101,86 @@ def quantize(x: Tensor, bits: int) -> Tensor:
     return torch.round(x * 2.0**bits) / 2.0**bits
 
 
-def _exact_conv2d(x: Tensor, conv: nn.Conv2d) -> Tensor:
-    """``conv(x)`` in exact float64 arithmetic: ``x`` on the grid ``2^-ACTIVATION_BITS``, weights rounded.
+EXACT_BLOCK = 2048  # pixel positions per block of the exact network: a block's activations stay in the CPU cache
+_EXACT_LIMIT = 2.0**52  # integers below this, and every partial sum of them, are exact in float64
 
-    Every product lies on the grid ``2^-(WEIGHT_BITS + ACTIVATION_BITS) = 2^-34`` and every partial sum is bounded
-    by ``max|x| * max_o sum_i |w_oi| + max|b|``; below ``2^(52 - 34)`` all of them are exact, so the result does not
-    depend on the order of summation. Explicit matrix products (im2col, or one 1x1 map per kernel tap followed by
-    shifted sums) avoid convolution algorithms (FFT, Winograd) that would round intermediate values.
+
+class _IntegerLayer(NamedTuple):
+    """A convolution of the coding path in integer units of ``2^-WEIGHT_BITS`` (float64 integers)."""
+
+    weight: Tensor  # (C_out, k * k * C_in), columns ordered kernel row, kernel column, channel
+    bias: Tensor  # (C_out, 1), already in the units of the sums, 2^-(WEIGHT_BITS + ACTIVATION_BITS)
+    norm: Tensor  # max over outputs of sum |weight|: a sum's bound per unit of input bound
+    bias_bound: Tensor  # max |bias|
+    kernel: int  # 1 or 3
+
+    @classmethod
+    def of(cls, conv: nn.Conv2d) -> _IntegerLayer:
+        weight = torch.round(conv.weight.detach().double() * 2.0**WEIGHT_BITS)
+        bias = torch.round(conv.bias.detach().double() * 2.0**WEIGHT_BITS) * 2.0**ACTIVATION_BITS
+        if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
+            raise ExactArithmeticError("the network has weights that are not finite (NaN or inf): retrain the model")
+        matrix = weight.permute(0, 2, 3, 1).reshape(conv.out_channels, -1)
+        return cls(matrix, bias.view(-1, 1), matrix.abs().sum(dim=1).max(), bias.abs().max(), conv.kernel_size[0])
+
+    def __call__(self, x: Tensor, bound: Tensor) -> Tensor:
+        """``W x + bias`` (C_out, B, H, W) in units of ``2^-34`` for integer activations ``x`` (C, B, H, W) in units
+        of ``2^-18`` with ``|x| <= bound``: exact, after checking that no partial sum can reach ``2^52`` (so any
+        order of the sums, on any number of threads, BLAS library or device, gives these integers).
+
+        A 3x3 layer (padding 1) with at least as many output as input channels is one matrix product with the nine
+        zero-padded shifted copies of ``x``; with fewer, each kernel tap is applied as a 1x1 map (nine narrow outputs
+        instead of nine copies of a wide input) and the nine maps are added at their offsets.
+        """
+        reach = bound * self.norm + self.bias_bound
+        if not reach < _EXACT_LIMIT:
+            raise ExactArithmeticError(
+                f"exact network bound {reach.item():.3g} (in units of 2^-34) reaches 2^52: the network's activations "
+                "are too large for exact float64 arithmetic; the model's weights have diverged, retrain it"
+            )
+        channels, batch, height, width = x.shape
+        out_channels = len(self.bias)
+        if self.kernel == 1:
+            return torch.addmm(self.bias, self.weight, x.reshape(channels, -1)).view(-1, batch, height, width)
+        if out_channels >= channels:
+            padded = F.pad(x, (1, 1, 1, 1))
+            shifted = [padded[:, :, i : i + height, j : j + width] for i in range(3) for j in range(3)]
+            inputs = torch.stack(shifted).view(9 * channels, -1)
+            return torch.addmm(self.bias, self.weight, inputs).view(-1, batch, height, width)
+        taps = self.weight.view(out_channels, 3, 3, channels).permute(1, 2, 0, 3).reshape(-1, channels)
+        taps = F.pad((taps @ x.reshape(channels, -1)).view(3, 3, out_channels, batch, height, width), (1, 1, 1, 1))
+        out = self.bias.view(-1, 1, 1, 1).expand(out_channels, batch, height, width).clone()
+        for i in range(3):  # tap (i, j) at (y', x') adds to the output at (y' + 1 - i, x' + 1 - j)
+            for j in range(3):
+                out += taps[i, j, :, :, i : i + height, j : j + width]
+        return out
+
+
+def _exact_network(layers: nn.ModuleList, x: Tensor) -> Tensor:
+    """The :class:`ConditionerNet` ``3x3 conv, ReLU, 1x1 conv, ReLU, 3x3 conv`` on the coding path, exactly.
+
+    ``x`` (B, C, H, W) float64 on the grid ``2^-ACTIVATION_BITS``. Every quantity is held as an integer: inputs and
+    activations ``A`` in units of ``2^-18``, weights ``W`` and biases in ``2^-16``, so a layer's sums ``W A`` are
+    integers in units of ``2^-34``; the next activation is ``relu(round(sum / 2^16))`` (in ``2^-18`` again). Below
+    ``2^52`` every product and partial sum of integers is exact in float64 (checked per layer), so the output does
+    not depend on the order of summation (:class:`_IntegerLayer`). The images go through in blocks of about
+    :data:`EXACT_BLOCK` pixel positions, so that a block's activations stay in the CPU cache. Returns the network's
+    output in real units (float64, exact).
     """
-    weight = quantize(conv.weight.detach().double(), WEIGHT_BITS)
-    bias = quantize(conv.bias.detach().double(), WEIGHT_BITS)
-    bound = x.abs().max() * weight.abs().sum(dim=(1, 2, 3)).max() + bias.abs().max()
-    if bound >= _EXACT_BOUND:
-        raise ExactArithmeticError(
-            f"exact convolution bound {bound.item():.3g} exceeds {_EXACT_BOUND:.3g}: the network's activations are "
-            "too large for exact float64 arithmetic; the model's weights have diverged, retrain it"
-        )
-    batch, channels, height, width = x.shape
-    out_channels, (kernel_height, kernel_width) = conv.out_channels, conv.kernel_size
-    if out_channels >= channels or kernel_height * kernel_width == 1:
-        columns = F.unfold(x, conv.kernel_size, padding=conv.padding)  # (B, C_in * k * k, H * W)
-        out = weight.view(out_channels, -1) @ columns + bias.view(-1, 1)
-        return out.view(batch, out_channels, height, width)
-    # Few output channels: apply every kernel tap as a 1x1 map first, then add the shifted maps (cheaper than im2col).
-    padded = F.pad(x, (conv.padding[1], conv.padding[1], conv.padding[0], conv.padding[0]))
-    taps = weight.permute(2, 3, 0, 1).reshape(-1, channels) @ padded.flatten(2)  # (B, k * k * C_out, H_p * W_p)
-    taps = taps.view(batch, kernel_height, kernel_width, out_channels, *padded.shape[2:])
-    out = bias.view(1, -1, 1, 1).expand(batch, out_channels, height, width).clone()
-    for i in range(kernel_height):
-        for j in range(kernel_width):
-            out += taps[:, i, j, :, i : i + height, j : j + width]
-    return out
+    first_layer, middle_layer, last_layer = (_IntegerLayer.of(conv) for conv in layers)
+    batch, _, height, width = x.shape
+    integers = x.transpose(0, 1) * 2.0**ACTIVATION_BITS  # (C, B, H, W)
+    input_bound = integers.abs().max() if batch else 0.0
+    out = x.new_empty(len(last_layer.bias), batch, height, width)
+    step = max(1, EXACT_BLOCK // (height * width))
+    for first in range(0, batch, step):
+        images = slice(first, first + step)
+        hidden, bound = integers[:, images], input_bound
+        for layer in (first_layer, middle_layer):
+            hidden = layer(hidden, bound).mul_(2.0**-WEIGHT_BITS).round_().clamp_min_(0)  # ReLU after rounding
+            bound = hidden.max()
+        out[:, images] = last_layer(hidden, bound)
+    return out.transpose(0, 1) * 2.0 ** -(WEIGHT_BITS + ACTIVATION_BITS)
 
 
 class ConditionerNet(nn.Module):
@@ -159,13 +207,12 @@ class ConditionerNet(nn.Module):
         nn.init.zeros_(self.layers[-1].bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        exact = x.dtype == torch.float64
+        if x.dtype == torch.float64:
+            return _exact_network(self.layers, x)
         for index, layer in enumerate(self.layers):
-            x = _exact_conv2d(x, layer) if exact else layer(x)
+            x = layer(x)
             if index < len(self.layers) - 1:
                 x = torch.relu(x)
-                if exact:
-                    x = quantize(x, ACTIVATION_BITS)
         return x
 
 
@@ -409,6 +456,13 @@ class IDF(nn.Module):
     ):
         super().__init__()
         self.image_shape = tuple(image_shape)
+        factor = 2**num_levels
+        if len(self.image_shape) != 3 or self.image_shape[1] % factor or self.image_shape[2] % factor:
+            raise InputShapeError(
+                f"IDF with num_levels={num_levels} halves the height and width at every level, so they must stay "
+                f"even: image_shape must be (C, H, W) with H and W divisible by {factor}; got {self.image_shape} "
+                "(crop or pad the images, or use fewer levels)"
+            )
         self.config = dict(
             image_shape=list(image_shape), num_levels=num_levels, num_couplings=num_couplings,
             hidden_channels=hidden_channels, num_components=num_components, factor_components=factor_components,
@@ -447,7 +501,7 @@ class IDF(nn.Module):
         """``log P(x)`` in nats, ``(B,)``, of ``uint8`` images ``(B, C, H, W)``, Eq. (4).
 
         ``exact=True`` evaluates the coding path (float64, quantized networks and priors, no gradients): the ideal
-        code length of the file :func:`flowlib.compress.compress` writes is ``-log2 P`` of this value.
+        code length of the file :func:`flowlib.compress.codec.compress` writes is ``-log2 P`` of this value.
         """
         context = torch.no_grad() if exact else nullcontext()
         with context:
@@ -488,20 +542,23 @@ class IDF(nn.Module):
     def inverse_integer(self, latents: list[Tensor]) -> Tensor:
         """``uint8`` images ``(B, C, H, W)`` from latents ``[z_1, ..., z_L]``, inverting :meth:`forward_integer`.
 
-        Raises ``ValueError`` if the latents do not map to pixels in ``0..255`` (they were not made by this model).
+        Raises ``ValueError`` if the latents are not integers (NaN, infinite or fractional values) or do not map to
+        pixels in ``0..255`` (they were not made by this model).
         """
         if len(latents) != len(self.levels):
             raise ValueError(f"expected {len(self.levels)} latent tensors (one per level), got {len(latents)}")
         y = None
         for index in reversed(range(len(self.levels))):
-            expected = self.levels[index].latent_shape
-            if tuple(latents[index].shape[1:]) != expected:
+            latent, expected = latents[index], self.levels[index].latent_shape
+            if tuple(latent.shape[1:]) != expected or len(latent) != len(latents[0]):
                 raise InputShapeError(
-                    f"latent {index} should have shape (B, {expected}), got {tuple(latents[index].shape)}"
+                    f"latent {index} should have shape ({len(latents[0])}, {expected}), got {tuple(latent.shape)}"
                 )
-            y = self.inverse_latent_level(index, y, latents[index])
+            if latent.is_floating_point() and not bool((torch.isfinite(latent) & (latent == latent.round())).all()):
+                raise ValueError(f"latent {index} holds values that are not integers (NaN, inf or fractions)")
+            y = self.inverse_latent_level(index, y, latent)
         pixels = y + PIXEL_OFFSET
-        if pixels.min() < 0 or pixels.max() > 255:
+        if bool(((pixels < 0) | (pixels > 255)).any()):
             raise ValueError("these latents do not decode to pixels in 0..255; they were not produced by this model")
         return pixels.to(torch.uint8)
 
@@ -585,13 +642,13 @@ def train_idf(
         eval_images: the test images evaluated after each epoch: a ``uint8`` tensor, or a number of images of the
             named dataset's test split (no evaluation for other data, or for ``None``).
         device: where to train (default :func:`flowlib.device.default_device`). On a GPU a named dataset or a
-            tensor stays whole in GPU memory (:class:`flowlib.data.TensorLoader`).
+            tensor stays whole in GPU memory (:class:`flowlib.data.TensorBatches`).
         progress, compile, precision: passed to :func:`flowlib.train.fit`.
 
     Returns metadata for :func:`flowlib.train.train_or_load`: the model config, device, seconds, steps, the mean
     training bits/dim per epoch and the bits/dim of the evaluation images after each epoch.
     """
-    from flowlib.data import load_images
+    from flowlib.data import batch_inputs, load_images
     from flowlib.device import resolve_device
     from flowlib.train import fit
 
@@ -610,8 +667,7 @@ def train_idf(
     test_images = eval_images.to(device) if isinstance(eval_images, Tensor) else None
 
     def loss_fn(model: IDF, batch) -> Tensor:
-        images = batch[0] if isinstance(batch, (list, tuple)) else batch
-        return model.bits_per_dim(images).mean()  # Eq. (6)
+        return model.bits_per_dim(batch_inputs(batch)).mean()  # Eq. (6)
 
     def eval_fn(model: IDF) -> float:
         return float(torch.cat([model.bits_per_dim(part) for part in test_images.split(500)]).mean())
@@ -652,7 +708,7 @@ def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int) -> float:
 
 def _idf_batches(data: IDFData, batch_size: int, subset: int | None, device: torch.device) -> Iterable:
     """Shuffled training batches (dropping the last, smaller one) of ``data`` in any form :func:`train_idf` takes."""
-    from flowlib.data import TensorLoader, image_loader
+    from flowlib.data import as_batches, image_loader
 
     on_cpu = device.type == "cpu"
     if isinstance(data, str):
@@ -661,10 +717,7 @@ def _idf_batches(data: IDFData, batch_size: int, subset: int | None, device: tor
     if isinstance(data, Tensor):
         if subset is not None:
             data = data[torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:subset]]
-        return TensorLoader(data if on_cpu else data.to(device), batch_size=batch_size, drop_last=True)
-    if isinstance(data, Dataset):
-        return DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=True, pin_memory=not on_cpu,
-                          generator=torch.Generator().manual_seed(0))
-    if isinstance(data, Iterable):
-        return data
-    raise TypeError(f"train_idf takes a dataset name, a uint8 tensor, a Dataset or a DataLoader; got {type(data)}")
+        data = data.to(device)  # batched where the model is
+    elif not isinstance(data, (Dataset, DataLoader, Iterable)):
+        raise TypeError(f"train_idf takes a dataset name, a uint8 tensor, a Dataset or a DataLoader; got {type(data)}")
+    return as_batches(data, batch_size, shuffle=True, drop_last=True)
