@@ -119,11 +119,15 @@ def pretrain(
             if retrain or _entry(recipe.checkpoint_name(scale), out) is None}
     estimates = {name: previous_seconds(recipe.checkpoint_name(scale), device, [out, None])
                  for name, recipe in todo.items()}
-    from tqdm.auto import tqdm
+    try:  # progress bars come with the ``progress`` extra; without tqdm, plain lines
+        from tqdm.auto import tqdm
+    except ImportError:
+        tqdm = None
+    progress = progress and is_main_process()
 
     def say(message: str) -> None:
         if is_main_process():
-            tqdm.write(message)
+            (print if tqdm is None else tqdm.write)(message)
 
     say(f"{chapter} at scale {scale} on {device}: {len(recipes)} recipe(s), {len(todo)} to train into {out}"
         + ("" if save else " (quick-scale weights are not saved among the committed checkpoints: pass --out DIR)"))
@@ -137,13 +141,14 @@ def pretrain(
                                             "scale on this device)" if 0 < len(known) < len(todo) else ""))
     rows = [{"recipe": name, "checkpoint": recipe.checkpoint_name(scale), "status": "skipped", "seconds": None}
             for name, recipe in recipes.items() if name not in todo]
-    bar = tqdm(todo.items(), desc=chapter, unit="checkpoint", disable=not (progress and is_main_process()))
+    bar = todo.items() if tqdm is None else tqdm(todo.items(), desc=chapter, unit="checkpoint", disable=not progress)
     for name, recipe in bar:
-        bar.set_postfix_str(name)
+        if tqdm is not None:
+            bar.set_postfix_str(name)
         start = time.perf_counter()
-        with progress_bars(progress and is_main_process()):
-            _, metadata = train_or_load(recipe.build(), recipe.checkpoint_name(scale), recipe.train, retrain=True,
-                                        save=save, directory=out)
+        with progress_bars(progress):
+            train_or_load(recipe.build(), recipe.checkpoint_name(scale), recipe.train, retrain=True, save=save,
+                          directory=out)
         seconds = time.perf_counter() - start
         rows.append({"recipe": name, "checkpoint": recipe.checkpoint_name(scale),
                      "status": "trained and saved" if save else "trained (not saved)", "seconds": seconds})
