@@ -393,6 +393,7 @@ def train_or_load(
     of :mod:`flowlib.checkpoints` for loading and :func:`~flowlib.checkpoints.save_dir` for saving.
     Returns ``(model, metadata)``; the model is in eval mode.
     """
+    from flowlib.distributed import is_main_process
     from flowlib.scale import current_scale
 
     if retrain is None:
@@ -405,7 +406,7 @@ def train_or_load(
         metadata = {"loaded": True, **known[name]}
     else:
         metadata = _json_safe(dict(train(model) or {}))
-        if save:
+        if save and is_main_process():  # under torchrun every process trains; one writes
             save_checkpoint(model, name, metadata=metadata, directory=directory)
         metadata = {"loaded": False, **metadata}
     model.eval()

@@ -22,7 +22,7 @@ online and the files are missing.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -186,18 +186,26 @@ def image_loader(
     shuffle: bool | None = None,
     seed: int = 0,
     drop_last: bool = False,
-) -> DataLoader:
+    device: torch.device | str | None = None,
+) -> DataLoader | TensorBatches:
     """A ``DataLoader`` of ``(images, labels)`` batches in the requested ``form`` (see the module docstring).
 
     ``shuffle`` defaults to True for the training split. Dequantization noise is drawn afresh for every batch.
+    With a ``device``, the whole set is moved there once and batched there, conversion included: a
+    :class:`TensorBatches`. Use it on GPUs, where a ``DataLoader`` collates every batch on the CPU and copies it
+    over, which leaves a small model's GPU idle between steps; MNIST's 60,000 images take 47 MB (CIFAR-10's 150 MB).
     """
     if form not in ("uint8", "dequantized", "unit"):
         raise ValueError(f"form must be 'uint8', 'dequantized' or 'unit', got {form!r}")
     images, labels = load_images(name, split, subset=subset, seed=seed)  # uint8; converted per batch
+    shuffle = split == "train" if shuffle is None else shuffle
+    if device is not None:
+        return TensorBatches((images.to(device), labels.to(device)), batch_size, shuffle=shuffle,
+                             drop_last=drop_last, seed=seed, transform=lambda batch: _convert(batch, form))
     return DataLoader(
         TensorDataset(images, labels),
         batch_size=batch_size,
-        shuffle=split == "train" if shuffle is None else shuffle,
+        shuffle=shuffle,
         collate_fn=_collate(form),
         drop_last=drop_last,
         generator=torch.Generator().manual_seed(seed),
@@ -260,6 +268,8 @@ class TensorBatches:
     Each pass yields ``tensors[0][index]`` alone when one tensor was given, else a tuple with every tensor indexed
     the same way. ``shuffle`` draws a fresh order every pass from a generator seeded with ``seed``, so two objects
     built alike yield the same batches. Made by :func:`as_batches`; ``len()`` is the number of batches per pass.
+    Batches are drawn where the tensors are, so tensors on a GPU give batches on it without the host; ``transform``,
+    if given, converts the first tensor's part of every batch there (e.g. :func:`dequantize`).
 
     Example:
         >>> batches = TensorBatches((torch.arange(5),), batch_size=2)
@@ -269,13 +279,14 @@ class TensorBatches:
 
     def __init__(
         self, tensors: Sequence[Tensor], batch_size: int, *, shuffle: bool = False, drop_last: bool = False,
-        seed: int = 0,
+        seed: int = 0, transform: Callable[[Tensor], Tensor] | None = None,
     ):
         self.tensors = tuple(tensors)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.generator = torch.Generator().manual_seed(seed)
+        self.transform = transform
 
     @property
     def num_examples(self) -> int:
@@ -293,6 +304,8 @@ class TensorBatches:
             else:
                 index = order[start : start + self.batch_size].to(self.tensors[0].device)
                 parts = tuple(tensor[index] for tensor in self.tensors)
+            if self.transform is not None:
+                parts = (self.transform(parts[0]), *parts[1:])
             yield parts[0] if len(parts) == 1 else parts
 
 

@@ -28,7 +28,7 @@ def test_scale_from_environment(monkeypatch):
     monkeypatch.setenv("FLOWLIB_SCALE", "Quick")
     assert scale.current_scale() == "quick"
     monkeypatch.delenv("FLOWLIB_SCALE")
-    assert scale.current_scale() == ("full" if torch.cuda.is_available() else "standard")
+    assert scale.current_scale() == ("gpu" if torch.cuda.is_available() else "standard")
     monkeypatch.setenv("FLOWLIB_SCALE", "huge")
     with pytest.raises(ValueError, match="FLOWLIB_SCALE"):
         scale.current_scale()

@@ -13,6 +13,7 @@ import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from unittest import mock
 
 import pytest
 import torch
@@ -581,6 +582,42 @@ def test_actnorm_eval_before_init_is_identity_and_tiny_batch_is_refused():
         ActNorm(2).train()(x)
 
 
+def test_actnorm_refuses_a_first_batch_with_nan_and_initialises_on_the_next():
+    layer = ActNorm(2)
+    x = torch.randn(16, 2)
+    poisoned = x.clone()
+    poisoned[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        layer(poisoned)
+    assert not bool(layer.initialized)
+    assert torch.isfinite(layer.bias).all() and torch.isfinite(layer.log_scale).all()
+    z, logabsdet = layer(x)  # a clean batch initialises it
+    assert bool(layer.initialized) and torch.isfinite(z).all() and torch.isfinite(logabsdet).all()
+
+
+def _refuse_host_reads():
+    """Make any ``bool(tensor)`` (a host synchronisation on a GPU) fail inside the block."""
+    return mock.patch.object(torch.Tensor, "__bool__", side_effect=AssertionError("host read of a tensor"))
+
+
+def test_actnorm_reads_its_initialized_buffer_only_until_it_is_initialised():
+    layer = ActNorm(3)
+    x = torch.randn(8, 3, 2, 2)
+    layer(x)
+    with _refuse_host_reads():
+        layer(x)  # training mode, already initialised: no host read
+    loaded = ActNorm(3)
+    loaded.load_state_dict(layer.state_dict())
+    loaded(x)  # reads the loaded buffer once...
+    with _refuse_host_reads():
+        z, _ = loaded(x)  # ...and never again
+    assert torch.equal(z, layer(x)[0])
+    fresh = ActNorm(3)
+    fresh.load_state_dict(ActNorm(3).state_dict())  # an uninitialised checkpoint initialises on its first batch
+    fresh(5.0 + x)
+    assert bool(fresh.initialized) and not torch.equal(fresh.bias, torch.zeros(3))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Reshapes
 
@@ -648,6 +685,24 @@ def test_logit_edges_and_domain():
         layer(torch.tensor([[1.5]]))
     with pytest.raises(ValueError, match="alpha"):
         Logit(alpha=0.5)
+
+
+def test_logit_domain_check_catches_nan():
+    layer = Logit(alpha=0.05)
+    with pytest.raises(InputOutsideDomainError, match="NaN"):
+        layer(torch.tensor([[0.5, float("nan")]]))
+    with pytest.raises(InputOutsideDomainError):
+        layer(torch.tensor([[-0.1, 0.5]]))
+
+
+def test_logit_domain_check_can_be_switched_off():
+    x = torch.tensor([[0.25, 0.75]])
+    with _refuse_host_reads():
+        y, _ = Logit(alpha=0.05, check_domain=False)(x)  # no host read in the forward pass
+    assert torch.equal(y, Logit(alpha=0.05)(x)[0])
+    y, logabsdet = Logit(alpha=0.05, check_domain=False)(torch.tensor([[float("nan"), 2.0]]))
+    assert not torch.isfinite(logabsdet).any()  # unchecked: NaN goes through, to be caught as a non-finite loss
+    assert "check_domain=False" in repr(Logit(check_domain=False))
 
 
 # ---------------------------------------------------------------------------------------------------------------

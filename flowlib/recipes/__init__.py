@@ -52,6 +52,8 @@ class Recipe:
         name: the recipe's name within the chapter, e.g. ``"pie_eps0.01"``.
         build: returns a freshly initialised (seeded) model.
         train: trains the model it is given in place and returns JSON-able metadata (seconds, steps, losses).
+        stem: the checkpoint name without its scale, ``<chapter>-<name>`` unless given; only checkpoints that
+            were committed before recipes existed keep another stem (chapter 7's ``07_idf-mnist``).
 
     Example:
         >>> recipe = Recipe("00_change_of_variables", "demo", build=lambda: nn.Linear(2, 2), train=lambda m: {})
@@ -63,10 +65,11 @@ class Recipe:
     name: str
     build: Callable[[], nn.Module]
     train: Callable[[nn.Module], dict[str, Any] | None]
+    stem: str | None = None
 
     def checkpoint_name(self, scale: str) -> str:
         """The checkpoint's name in the manifest at ``scale``."""
-        return f"{self.chapter}-{self.name}-{scale}"
+        return f"{self.stem or f'{self.chapter}-{self.name}'}-{scale}"
 
 
 def _module_name(chapter: str) -> str:
@@ -91,19 +94,26 @@ def chapter_recipes(
 
 
 def load_or_train(
-    recipe: Recipe, scale: str | None = None, *, retrain: bool | None = None, directory: Path | None = None
+    recipe: Recipe,
+    scale: str | None = None,
+    *,
+    retrain: bool | None = None,
+    directory: Path | None = None,
+    progress: bool = False,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Load ``recipe``'s checkpoint at ``scale`` if there is one, else build, train and save it.
 
     A thin wrapper over :func:`flowlib.train.train_or_load` (which documents ``retrain`` and ``directory``); as
-    there, ``quick``-scale weights are never saved. Returns ``(model, metadata)`` with the model in eval mode.
+    there, ``quick``-scale weights are never saved. ``progress`` shows the training's progress bars (off in
+    notebooks). Returns ``(model, metadata)`` with the model in eval mode.
     """
     from flowlib.scale import current_scale
-    from flowlib.train import train_or_load
+    from flowlib.train import progress_bars, train_or_load
 
     scale = scale or current_scale()
-    return train_or_load(recipe.build(), recipe.checkpoint_name(scale), recipe.train, retrain=retrain,
-                         save=scale != "quick", directory=directory)
+    with progress_bars(progress):
+        return train_or_load(recipe.build(), recipe.checkpoint_name(scale), recipe.train, retrain=retrain,
+                             save=scale != "quick", directory=directory)
 
 
 def _chapter_checkpoints(chapter: str, scale: str) -> dict[str, dict[str, Any]]:
