@@ -79,3 +79,17 @@ def test_train_on_images_trains_and_reports_its_run() -> None:
     assert len(metadata["train_bpd_curve"]) == 3 and metadata["final_train_bpd"] == metadata["train_bpd_curve"][-1]
     assert metadata["epochs"] == round(3 * S.batch_size / S.train_subset, 2)
     assert any(not torch.equal(before[key], value) for key, value in flow.state_dict().items())
+
+
+def test_chapter_7_single_logistic_ablation_differs_only_in_the_factor_out_prior() -> None:
+    recipes = chapter_recipes("07_lossless_compression", scale="quick", device="cpu")
+    for dataset in ("mnist", "fashion_mnist"):
+        mixture = recipes[f"idf_{dataset}"].build()
+        single = recipes[f"idf_single_logistic_{dataset}"].build()
+        assert single.config["factor_components"] == 1
+        assert {key: value for key, value in mixture.config.items() if key != "factor_components"} == {
+            key: value for key, value in single.config.items() if key != "factor_components"
+        }
+    assert recipes["idf_mnist"].checkpoint_name("standard") == "07_idf-mnist-standard"
+    assert (recipes["idf_single_logistic_mnist"].checkpoint_name("standard")
+            == "07_lossless_compression-idf_single_logistic_mnist-standard")
