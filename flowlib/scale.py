@@ -55,7 +55,7 @@ SIZES: dict[str, dict[Scale, dict]] = {
             realnvp_hidden=8, realnvp_blocks=1, realnvp_steps=6,
             mask_hidden=8, mask_couplings=2, mask_steps=6, mask_seeds=1, quality_images=100,
         ),
-        # NICE ~4 min, RealNVP ~15 min, mask comparison 9 x ~40 s, toys 6 x ~15 s: ~27 min on one CPU thread
+        # measured on one CPU thread: NICE 2 min, RealNVP 18 min, mask comparison 9 x 10-26 s, toys 6 x ~5 s: 23 min
         "standard": dict(
             toy_samples=20_000, toy_steps=1_200, toy_batch_size=256, toy_couplings=8, toy_hidden=64,
             train_subset=None, test_subset=None, batch_size=64, lr=1e-3, warmup_steps=200,
@@ -88,7 +88,7 @@ SIZES: dict[str, dict[Scale, dict]] = {
             ablation_steps=6, ablation_seeds=1, main_num_steps=2, main_hidden=16, main_steps=10,
             quality_images=100,
         ),
-        # main Glow 21 min (measured), ablation 3 mixings x 3 seeds x ~35 s: ~26 min on one CPU thread
+        # measured on one CPU thread: main Glow 21 min, ablation 3 mixings x 3 seeds x 37-74 s: 28 min
         "standard": dict(
             train_subset=None, test_subset=None, batch_size=64, lr=1e-3, warmup_steps=200, max_grad_norm=50.0,
             ablation_mixings=("reverse", "householder", "lu"), ablation_num_steps=4, ablation_hidden=64,
@@ -145,6 +145,8 @@ SIZES: dict[str, dict[Scale, dict]] = {
             max_steps=30, batch_size=32, lr=3e-3, warmup_steps=0, train_subset=2_048, eval_images=64, test_images=64,
             determinism_images=16, mosaic_side=8,
         ),
+        # four IDFs (mixture and single-logistic factor-out priors, MNIST and Fashion-MNIST), 61-92 s each on one
+        # CPU thread: 5 min
         "standard": dict(
             hidden_channels=40, num_couplings=4, num_levels=2, num_components=5, factor_components=3, epochs=1,
             max_steps=1_500, batch_size=32, lr=3e-3, warmup_steps=0, train_subset=None, eval_images=1_000,
