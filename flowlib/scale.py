@@ -50,59 +50,65 @@ SIZES: dict[str, dict[Scale, dict]] = {
     "01_coupling_layers": {
         "quick": dict(
             toy_samples=2_000, toy_steps=60, toy_batch_size=256, toy_couplings=4, toy_hidden=32,
-            train_subset=1_024, test_subset=256, batch_size=64,
+            train_subset=1_024, test_subset=256, batch_size=64, lr=1e-3, warmup_steps=5,
             nice_hidden=64, nice_hidden_layers=2, nice_epochs=1,
             realnvp_hidden=8, realnvp_blocks=1, realnvp_steps=6,
-            mask_hidden=8, mask_couplings=2, mask_steps=6,
+            mask_hidden=8, mask_couplings=2, mask_steps=6, mask_seeds=1, quality_images=100,
         ),
+        # measured on one CPU thread: NICE 2 min, RealNVP 18 min, mask comparison 9 x 10-26 s, toys 6 x ~5 s: 23 min
         "standard": dict(
             toy_samples=20_000, toy_steps=1_200, toy_batch_size=256, toy_couplings=8, toy_hidden=64,
-            train_subset=None, test_subset=None, batch_size=64,
-            nice_hidden=128, nice_hidden_layers=4, nice_epochs=4,
-            realnvp_hidden=16, realnvp_blocks=1, realnvp_steps=300,
-            mask_hidden=16, mask_couplings=4, mask_steps=250,
+            train_subset=None, test_subset=None, batch_size=64, lr=1e-3, warmup_steps=200,
+            nice_hidden=128, nice_hidden_layers=5, nice_epochs=10,
+            realnvp_hidden=32, realnvp_blocks=1, realnvp_steps=3_500,
+            mask_hidden=16, mask_couplings=4, mask_steps=400, mask_seeds=3, quality_images=1_000,
         ),
         # 6 toy flows x 3,000 steps (~4 ms each: 70 s), NICE 20 epochs of 469 steps (~5 ms: 45 s; wider MLPs would
         # exceed the 5 MB checkpoint limit, 1000 x 5 is 89 MB), RealNVP 2,000 steps (~16 coupling ResNets, ~60 ms:
         # 120 s), two mask models 1,000 steps (~30 ms: 60 s): ~5 minutes
         "gpu": dict(
             toy_samples=50_000, toy_steps=3_000, toy_batch_size=512, toy_couplings=8, toy_hidden=128,
-            train_subset=None, test_subset=None, batch_size=128,
-            nice_hidden=128, nice_hidden_layers=4, nice_epochs=20,
+            train_subset=None, test_subset=None, batch_size=128, lr=1e-3, warmup_steps=200,
+            nice_hidden=128, nice_hidden_layers=5, nice_epochs=20,
             realnvp_hidden=32, realnvp_blocks=2, realnvp_steps=2_000,
-            mask_hidden=32, mask_couplings=4, mask_steps=1_000,
+            mask_hidden=32, mask_couplings=4, mask_steps=1_000, mask_seeds=3, quality_images=10_000,
         ),
         "full": dict(
             toy_samples=100_000, toy_steps=10_000, toy_batch_size=512, toy_couplings=12, toy_hidden=128,
-            train_subset=None, test_subset=None, batch_size=128,
+            train_subset=None, test_subset=None, batch_size=128, lr=1e-3, warmup_steps=500,
             nice_hidden=1_000, nice_hidden_layers=5, nice_epochs=100,
             realnvp_hidden=64, realnvp_blocks=4, realnvp_steps=50_000,
-            mask_hidden=64, mask_couplings=4, mask_steps=10_000,
+            mask_hidden=64, mask_couplings=4, mask_steps=10_000, mask_seeds=3, quality_images=10_000,
         ),
     },
     "02_multiscale_flows": {
         "quick": dict(
-            train_subset=1_024, test_subset=256, batch_size=64, lr=1e-3, max_grad_norm=50.0,
+            train_subset=1_024, test_subset=256, batch_size=64, lr=1e-3, warmup_steps=5, max_grad_norm=50.0,
             ablation_mixings=("reverse", "householder", "lu"), ablation_num_steps=2, ablation_hidden=16,
-            ablation_steps=6, main_num_steps=2, main_hidden=16, main_steps=10,
+            ablation_steps=6, ablation_seeds=1, main_num_steps=2, main_hidden=16, main_steps=10,
+            quality_images=100,
         ),
+        # measured on one CPU thread: main Glow 21 min, ablation 3 mixings x 3 seeds x 37-74 s: 28 min
         "standard": dict(
-            train_subset=None, test_subset=None, batch_size=64, lr=1e-3, max_grad_norm=50.0,
+            train_subset=None, test_subset=None, batch_size=64, lr=1e-3, warmup_steps=200, max_grad_norm=50.0,
             ablation_mixings=("reverse", "householder", "lu"), ablation_num_steps=4, ablation_hidden=64,
-            ablation_steps=350, main_num_steps=6, main_hidden=64, main_steps=800,
+            ablation_steps=400, ablation_seeds=3, main_num_steps=6, main_hidden=64, main_steps=10_000,
+            quality_images=1_000,
         ),
         # ablation: 4 Glows with K=4 (~30 ms per step) x 1,000 steps: 120 s; main Glow K=10 (~66 ms) x 2,000 steps:
         # 130 s (4.3 epochs; 150 s of the hidden-256 model gave 1.55 bits/dim). Hidden 192 keeps the checkpoint
         # at 4.3 MB (1.07M parameters; 256 would be 7 MB) for about the same step time.
         "gpu": dict(
-            train_subset=None, test_subset=None, batch_size=128, lr=1e-3, max_grad_norm=50.0,
+            train_subset=None, test_subset=None, batch_size=128, lr=1e-3, warmup_steps=200, max_grad_norm=50.0,
             ablation_mixings=("reverse", "permutation", "householder", "lu"), ablation_num_steps=4,
-            ablation_hidden=128, ablation_steps=1_000, main_num_steps=10, main_hidden=192, main_steps=2_000,
+            ablation_hidden=128, ablation_steps=1_000, ablation_seeds=3, main_num_steps=10, main_hidden=192,
+            main_steps=2_000, quality_images=10_000,
         ),
         "full": dict(
-            train_subset=None, test_subset=None, batch_size=128, lr=1e-3, max_grad_norm=50.0,
+            train_subset=None, test_subset=None, batch_size=128, lr=1e-3, warmup_steps=500, max_grad_norm=50.0,
             ablation_mixings=("reverse", "permutation", "householder", "lu"), ablation_num_steps=8,
-            ablation_hidden=256, ablation_steps=20_000, main_num_steps=10, main_hidden=256, main_steps=100_000,
+            ablation_hidden=256, ablation_steps=20_000, ablation_seeds=3, main_num_steps=10, main_hidden=256,
+            main_steps=100_000, quality_images=10_000,
         ),
     },
     "03_pie": {
@@ -137,24 +143,26 @@ SIZES: dict[str, dict[Scale, dict]] = {
         "quick": dict(
             hidden_channels=8, num_couplings=1, num_levels=2, num_components=5, factor_components=1, epochs=1,
             max_steps=30, batch_size=32, lr=3e-3, warmup_steps=0, train_subset=2_048, eval_images=64, test_images=64,
-            determinism_images=16,
+            determinism_images=16, mosaic_side=8,
         ),
+        # four IDFs (mixture and single-logistic factor-out priors, MNIST and Fashion-MNIST), 61-92 s each on one
+        # CPU thread: 5 min
         "standard": dict(
             hidden_channels=40, num_couplings=4, num_levels=2, num_components=5, factor_components=3, epochs=1,
             max_steps=1_500, batch_size=32, lr=3e-3, warmup_steps=0, train_subset=None, eval_images=1_000,
-            test_images=10_000, determinism_images=256,
+            test_images=10_000, determinism_images=256, mosaic_side=10,
         ),
         # the paper's widths (436k parameters, 1.7 MB); ~31 ms per step at batch 64: 4,000 steps (4.3 epochs) in
         # ~125 s per dataset, both in ~4 minutes. lr 1e-3 as in the paper, a short warm-up, cosine to zero.
         "gpu": dict(
             hidden_channels=128, num_couplings=8, num_levels=2, num_components=5, factor_components=5, epochs=5,
             max_steps=4_000, batch_size=64, lr=1e-3, warmup_steps=200, train_subset=None, eval_images=10_000,
-            test_images=10_000, determinism_images=1_000,
+            test_images=10_000, determinism_images=1_000, mosaic_side=10,
         ),
         "full": dict(
             hidden_channels=128, num_couplings=8, num_levels=2, num_components=5, factor_components=5, epochs=100,
             max_steps=None, batch_size=64, lr=1e-3, warmup_steps=0, train_subset=None, eval_images=10_000,
-            test_images=10_000, determinism_images=1_000,
+            test_images=10_000, determinism_images=1_000, mosaic_side=10,
         ),
     },
 }

@@ -33,6 +33,7 @@ from flowlib.compress import (
     main,
     model_fingerprint,
     num_lanes_for,
+    tile_mosaics,
 )
 from flowlib.compress import compress as compress_or_store_raw
 from flowlib.compress import table_code_length as code_length_or_raw
@@ -238,6 +239,25 @@ def test_classical_codecs_are_lossless_and_sizes_add_up() -> None:
     assert all(value is None or value > 0 for value in sizes.values())
     with pytest.raises(ValueError, match="uint8"):
         classical_codec_sizes(images.float())
+
+
+def test_mosaics_hold_every_image_in_order_and_codecs_measure_them() -> None:
+    images = random_images(12, shape=(1, 5, 7), seed=9)
+    mosaics = tile_mosaics(images, rows=2, columns=3)
+    assert mosaics.shape == (2, 1, 10, 21) and mosaics.dtype == np.uint8
+    for index, image in enumerate(images.numpy()):
+        mosaic, position = divmod(index, 6)
+        row, column = divmod(position, 3)
+        assert np.array_equal(mosaics[mosaic, :, 5 * row : 5 * row + 5, 7 * column : 7 * column + 7], image)
+    assert np.array_equal(tile_mosaics(images[:, 0], rows=2, columns=3), mosaics[:, 0])  # (N, H, W) input
+    sizes = classical_codec_sizes(mosaics)
+    assert sizes["png"] == sum(len(image_encoders()["png"](mosaic)) for mosaic in mosaics[:, 0])
+    with pytest.raises(ValueError, match="do not fill whole mosaics"):
+        tile_mosaics(images[:11], rows=2, columns=3)
+    with pytest.raises(ValueError, match="uint8"):
+        tile_mosaics(images.float())
+    with pytest.raises(ValueError, match="positive"):
+        tile_mosaics(images, rows=0)
 
 
 def test_file_size_is_the_tables_information_content_plus_lane_states(model: IDF) -> None:

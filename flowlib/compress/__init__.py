@@ -4,7 +4,8 @@ The parts, each in its own module:
 
 * :mod:`flowlib.compress.codec`: the IDF + rANS codec, :func:`~flowlib.compress.codec.compress` and :func:`~flowlib.compress.codec.decompress` (its docstring
   describes the file, step by step);
-* :mod:`flowlib.compress.baselines`: PNG, WebP, JPEG-XL, JPEG 2000, gzip, bz2 and lzma on the same images;
+* :mod:`flowlib.compress.baselines`: PNG, WebP, JPEG-XL, JPEG 2000, gzip, bz2 and lzma on the same images, one
+  file per image or on mosaics of many (:func:`~flowlib.compress.baselines.tile_mosaics`);
 * :mod:`flowlib.compress.cli`: ``python -m flowlib.compress encode|decode ...``.
 
 ``flowlib.compress`` is also callable: ``flowlib.compress(images, model)`` is :func:`~flowlib.compress.codec.compress`.
@@ -28,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 from torch import Tensor
 
-from flowlib.compress.baselines import classical_codec_sizes, image_encoders
+from flowlib.compress.baselines import classical_codec_sizes, image_encoders, tile_mosaics
 from flowlib.compress.codec import (
     CHUNK_IMAGES,
     CODING_SCHEME,
@@ -57,6 +58,7 @@ __all__ = [
     "model_fingerprint",
     "num_lanes_for",
     "table_code_length",
+    "tile_mosaics",
 ]
 
 

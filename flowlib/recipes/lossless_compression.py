@@ -1,8 +1,17 @@
-"""Chapter 7, lossless compression: an Integer Discrete Flow for MNIST and one for Fashion-MNIST.
+"""Chapter 7, lossless compression: Integer Discrete Flows for MNIST and for Fashion-MNIST.
 
-Both are :class:`flowlib.models.idf.IDF` models at the chapter's sizes, trained by :func:`flowlib.models.idf.train_idf`
-on the dataset's training split. Their checkpoints keep the names they had before recipes existed,
-``07_idf-<dataset>-<scale>``.
+All are :class:`flowlib.models.idf.IDF` models at the chapter's sizes, trained by :func:`flowlib.models.idf.train_idf`
+on the dataset's training split with the same steps and data order:
+
+* ``idf_<dataset>``: factor-out priors that are mixtures of ``S.factor_components`` discretized logistics; their
+  checkpoints keep the names they had before recipes existed, ``07_idf-<dataset>-<scale>``;
+* ``idf_single_logistic_<dataset>``: the paper's factor-out priors, one discretized logistic per value
+  (``factor_components=1``), everything else the same.
+
+Example:
+    >>> from flowlib.scale import sizes
+    >>> list(recipes(sizes(CHAPTER, "quick"), torch.device("cpu")))
+    ['idf_mnist', 'idf_single_logistic_mnist', 'idf_fashion_mnist', 'idf_single_logistic_fashion_mnist']
 """
 
 from __future__ import annotations
@@ -21,8 +30,9 @@ CHAPTER = "07_lossless_compression"
 DATASETS = ("mnist", "fashion_mnist")
 
 
-def build_idf(S: SimpleNamespace) -> IDF:
-    """The chapter's IDF for ``(1, 28, 28)`` images at sizes ``S``, seeded.
+def build_idf(S: SimpleNamespace, factor_components: int | None = None) -> IDF:
+    """The chapter's IDF for ``(1, 28, 28)`` images at sizes ``S``, seeded; ``factor_components`` logistics in each
+    factor-out prior (default ``S.factor_components``).
 
     Example:
         >>> from flowlib.scale import sizes
@@ -32,19 +42,23 @@ def build_idf(S: SimpleNamespace) -> IDF:
     seed_everything(0)
     return IDF((1, 28, 28), num_levels=S.num_levels, num_couplings=S.num_couplings,
                hidden_channels=S.hidden_channels, num_components=S.num_components,
-               factor_components=S.factor_components)
+               factor_components=S.factor_components if factor_components is None else factor_components)
 
 
 def recipes(S: SimpleNamespace, device: torch.device) -> dict[str, Recipe]:
-    """``idf_mnist`` and ``idf_fashion_mnist``."""
+    """``idf_<dataset>`` (mixture factor-out priors) and ``idf_single_logistic_<dataset>``, dataset by dataset."""
 
     def train(model: IDF, dataset: str) -> dict:
         return train_idf(model, dataset, epochs=S.epochs, max_steps=S.max_steps, batch_size=S.batch_size, lr=S.lr,
                          warmup_steps=S.warmup_steps, train_subset=S.train_subset, eval_images=S.eval_images,
                          device=device)
 
-    return {
-        f"idf_{dataset}": Recipe(CHAPTER, f"idf_{dataset}", lambda: build_idf(S),
-                                 lambda model, dataset=dataset: train(model, dataset), stem=f"07_idf-{dataset}")
-        for dataset in DATASETS
-    }
+    result = {}
+    for dataset in DATASETS:
+        result[f"idf_{dataset}"] = Recipe(CHAPTER, f"idf_{dataset}", lambda: build_idf(S),
+                                          lambda model, dataset=dataset: train(model, dataset),
+                                          stem=f"07_idf-{dataset}")
+        name = f"idf_single_logistic_{dataset}"
+        result[name] = Recipe(CHAPTER, name, lambda: build_idf(S, factor_components=1),
+                              lambda model, dataset=dataset: train(model, dataset))
+    return result
