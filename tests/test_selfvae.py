@@ -252,3 +252,37 @@ def test_state_dict_round_trip_gives_the_same_bound() -> None:
     torch.manual_seed(3)
     assert torch.equal(a, second.elbo(x))
     assert isinstance(first, SelfVAE)
+
+
+# --- recipes and the book's existing VAE ---------------------------------------------------------------------------
+
+
+def test_recipes_cover_every_model_dataset_and_seed() -> None:
+    from flowlib.recipes import chapter_recipes
+    from flowlib.recipes.selfvae import MODELS as RECIPE_MODELS
+    from flowlib.scale import sizes
+
+    S = sizes("06_selfvae", "quick")
+    recipes = chapter_recipes("06_selfvae", scale="quick", device="cpu")
+    assert len(recipes) == len(RECIPE_MODELS) * len(S.datasets) * S.num_seeds
+    recipe = recipes["downscale_3level-mnist"]
+    assert recipe.checkpoint_name("standard") == "06_selfvae-downscale_3level-mnist-standard"
+    model = recipe.build()
+    assert isinstance(model, SelfVAE) and model.latent_names == ["u", "z1", "z2"]
+    assert recipes["sketch-fashion_mnist"].build().transforms[0].invert  # light strokes on black
+
+
+def test_the_chapter_3_vae_is_unchanged() -> None:
+    """vae.VAE now uses gaussian_kl and reparameterize: same state dict, same closed-form KL as before."""
+    from flowlib.models.vae import VAE
+    from flowlib.train import CHECKPOINT_DIR, load_checkpoint
+
+    model = VAE(1, 28, latent_dim=10, base_channels=32)
+    if (CHECKPOINT_DIR / "03_pie-vae-standard.pt").exists():
+        load_checkpoint(model, "03_pie-vae-standard")
+    model.eval()
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        mean, log_variance = model.posterior(x)
+        _, kl = model.loss_terms(x)
+    assert torch.equal(kl, 0.5 * (mean.pow(2) + log_variance.exp() - log_variance - 1.0).sum(1))

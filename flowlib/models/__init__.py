@@ -8,6 +8,7 @@ section.
 ``glow.glow``             Glow (Kingma & Dhariwal, 2018): ActNorm, invertible 1x1 convolution, affine coupling
 ``pie.PIE``               PIE (Beitler et al., 2021): a pseudo-invertible encoder that drops dimensions
 ``vae.VAE``, ``wae.WAE``  DCGAN-style VAE and WAE-MMD baselines
+``selfvae.SelfVAE``       VAEs with flow priors and self-supervised VAEs (Gatopoulos & Tomczak, 2020)
 ``idf.IDF``               Integer Discrete Flows (Hoogeboom et al., 2019), the model behind ``flowlib.compress``
 ========================  =================================================================================
 """
@@ -20,7 +21,8 @@ from flowlib.models.idf import IDF
 from flowlib.models.nice import nice
 from flowlib.models.pie import PIE
 from flowlib.models.realnvp import MultiscaleFlow, realnvp, realnvp_vector
+from flowlib.models.selfvae import SelfVAE
 from flowlib.models.vae import VAE
 from flowlib.models.wae import WAE
 
-__all__ = ["Flow", "IDF", "MultiscaleFlow", "PIE", "VAE", "WAE", "glow", "nice", "realnvp", "realnvp_vector"]
+__all__ = ["Flow", "IDF", "MultiscaleFlow", "PIE", "SelfVAE", "VAE", "WAE", "glow", "nice", "realnvp", "realnvp_vector"]

@@ -639,7 +639,10 @@ class SelfVAE(nn.Module):
         importance weight ``log p(x, y, latents) - log q(latents | x)``)."""
         ys = self.transformed(x)
         batch = len(x)
-        repeat = lambda t: t.repeat(num_samples, *([1] * (t.dim() - 1)))  # noqa: E731 - (S*B, ...) sample-major
+
+        def repeat(t: Tensor) -> Tensor:  # (B, ...) -> (S * B, ...), sample-major
+            return t.repeat(num_samples, *([1] * (t.dim() - 1)))
+
         terms: dict[str, Tensor] = {}
         mean, log_variance = self.top_posterior(ys[0])
         mean, log_variance = repeat(mean), repeat(log_variance)

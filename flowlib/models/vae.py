@@ -17,7 +17,9 @@ binary cross-entropy is evaluated on the grey values in ``[0, 1]``).
 The encoder and decoder follow DCGAN's recipe: strided 4x4 convolutions (transposed in the decoder) that halve
 (double) the resolution, doubling (halving) the channels, batch normalisation after every inner layer,
 LeakyReLU(0.2) in the encoder and ReLU in the decoder; a linear layer maps to / from the latent code. They live
-here and are shared by :mod:`flowlib.models.wae` and later chapters.
+here and are shared by :mod:`flowlib.models.wae` and later chapters. The reparametrisation and the Gaussian KL
+divergence (to ``N(0, I)`` or to any diagonal Gaussian) are functions, :func:`reparameterize` and
+:func:`gaussian_kl`, also used by the self-supervised VAEs of :mod:`flowlib.models.selfvae`.
 """
 
 from __future__ import annotations
