@@ -7,14 +7,22 @@ Differences that remain: normflows scales with ``sigmoid(raw + 2)`` and has a le
 level; flowlib scales with ``exp(2 tanh(raw / 2))`` and is run here with ``N(0, I)`` priors (``learned_prior=False``).
 Both parameter counts are printed.
 
-The two models alternate step by step (so both see the same machine load); each gets ``--warmup`` untimed steps and
-``--steps`` timed steps; the median step time gives images/s. The ratio printed is ours / normflows (> 1: flowlib is
-faster).
+flowlib's step is :class:`flowlib.train.TrainStep`, the step :func:`flowlib.train.fit` takes (Adam; fused on CUDA),
+eager and, with ``--compile``, through ``torch.compile`` (on CUDA by default with ``mode="reduce-overhead"``: CUDA
+graphs replay each forward and backward pass with one launch). normflows' step is the plain eager loop its examples
+use. Two configurations (``--config``): ``small`` (batch 64, L=2, K=4, hidden 64) and ``large`` (batch 128, L=2,
+K=10, hidden 256, 1.74M parameters).
+
+The models alternate block by block (so all see the same machine load); each block is ``--block`` steps, timed
+with the device synchronised before and after; after ``--warmup`` untimed blocks (which include compilation),
+``--steps`` blocks are timed and the median step time gives images/s. The ratios printed are flowlib / normflows
+(> 1: flowlib is faster).
 
 Usage::
 
-    python benchmarks/train_throughput.py                 # defaults: 1 thread, batch 64, L=2, K=4, hidden 64
-    python benchmarks/train_throughput.py --threads 4 --steps 50
+    python benchmarks/train_throughput.py                           # CPU, 1 thread, both configurations
+    python benchmarks/train_throughput.py --device cuda             # + flowlib compiled (reduce-overhead)
+    python benchmarks/train_throughput.py --device cuda --config large --batch-size 512
 """
 
 from __future__ import annotations
@@ -29,11 +37,15 @@ import torch
 from torch import Tensor, nn
 
 from flowlib.models.glow import glow
+from flowlib.train import TrainStep, default_optimizer
 
-__all__ = ["build_flowlib", "build_normflows", "main"]
+__all__ = ["CONFIGS", "build_flowlib", "build_normflows", "main"]
 
 IMAGE_SHAPE = (1, 28, 28)
-
+CONFIGS = {  # name -> (batch size, L, K, hidden channels)
+    "small": (64, 2, 4, 64),
+    "large": (128, 2, 10, 256),
+}
 
 LogProb = Callable[[Tensor], Tensor]
 
@@ -85,65 +97,100 @@ def _count(model: nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters() if parameter.requires_grad)
 
 
-def _step(model: nn.Module, log_prob: LogProb, optimizer: torch.optim.Optimizer, x: Tensor) -> float:
-    """One timed training step; returns its wall time in seconds."""
-    start = time.perf_counter()
-    loss = -log_prob(x).mean()
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    elapsed = time.perf_counter() - start
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"{type(model).__name__}: non-finite loss {loss.item()} during the benchmark")
-    return elapsed
+def _reference_step(log_prob: LogProb, optimizer: torch.optim.Optimizer) -> Callable[[Tensor], Tensor]:
+    """normflows' training step, as its examples write it."""
+
+    def step(x: Tensor) -> Tensor:
+        loss = -log_prob(x).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    return step
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_config(name: str, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    """Time one configuration; returns images/s per model and the ratios to normflows."""
+    batch_size, num_levels, num_steps, hidden = CONFIGS[name]
+    batch_size = args.batch_size or batch_size
+    torch.manual_seed(0)
+    x = torch.rand(batch_size, *IMAGE_SHAPE, device=device)  # throughput does not depend on the pixel values
+    steps: dict[str, Callable[[Tensor], Tensor]] = {}
+    variants = {"flowlib": False, **({f"flowlib {args.compile}": args.compile} if args.compile != "none" else {})}
+    for label, compile_mode in variants.items():
+        model, log_prob = build_flowlib(num_levels, num_steps, hidden)
+        model.to(device).train()
+        steps[label] = TrainStep(lambda batch, log_prob=log_prob: -log_prob(batch).mean(), model.parameters(),
+                                 default_optimizer(model.parameters(), 1e-3, device),
+                                 compile=compile_mode, check_every_step=False)
+        parameters = _count(model)
+    reference, reference_log_prob = build_normflows(num_levels, num_steps, hidden)
+    reference.to(device).train()
+    with torch.no_grad():
+        reference_log_prob(x)  # normflows' data-dependent ActNorm initialisation, outside the timing
+    steps["normflows"] = _reference_step(reference_log_prob, torch.optim.Adam(reference.parameters(), lr=1e-3))
+    print(f"\n[{name}] batch {batch_size} x {IMAGE_SHAPE}, L={num_levels}, K={num_steps}, hidden={hidden}; "
+          f"parameters: flowlib {parameters:,}, normflows {_count(reference):,}")
+
+    times: dict[str, list[float]] = {label: [] for label in steps}
+    last_loss: dict[str, Tensor] = {}
+    for round_index in range(args.warmup + args.steps):
+        for label, step in steps.items():  # alternate, so every model sees the same machine load
+            _synchronize(device)
+            start = time.perf_counter()
+            for _ in range(args.block):
+                last_loss[label] = step(x)
+            _synchronize(device)
+            if round_index >= args.warmup:
+                times[label].append((time.perf_counter() - start) / args.block)
+    for label, loss in last_loss.items():
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{label}: non-finite loss {loss.item()} during the benchmark")
+
+    throughput = {label: batch_size / statistics.median(samples) for label, samples in times.items()}
+    for label, samples in times.items():
+        print(f"  {label:28s} {statistics.median(samples) * 1e3:9.2f} ms/step  {throughput[label]:10.1f} images/s")
+    results = {f"{label} images/s": value for label, value in throughput.items()}
+    for label in variants:
+        ratio = throughput[label] / throughput["normflows"]
+        results[f"{label} / normflows"] = ratio
+        print(f"  ratio {label} / normflows: {ratio:.2f}x ({'faster' if ratio >= 1 else 'slower'})")
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--levels", type=int, default=2, help="L (28x28 allows at most 2)")
-    parser.add_argument("--steps-per-level", type=int, default=4, help="K")
-    parser.add_argument("--hidden", type=int, default=64, help="hidden channels of each coupling network")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per model")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--config", choices=(*CONFIGS, "both"), default="both")
+    parser.add_argument("--batch-size", type=int, help="override the configuration's batch size")
+    parser.add_argument("--compile", help="torch.compile mode for an extra flowlib run, or none (default: "
+                                          "reduce-overhead on CUDA, none on CPU, where compiling takes minutes)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads on CPU (default 1)")
+    parser.add_argument("--warmup", type=int, help="untimed blocks per model (default 3 on CPU, 5 on CUDA)")
+    parser.add_argument("--steps", type=int, default=10, help="timed blocks per model (default 10)")
+    parser.add_argument("--block", type=int, help="steps per timed block (default 1 on CPU, 10 on CUDA)")
     args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda, but torch sees no CUDA device")
+    on_cuda = device.type == "cuda"
+    args.compile = args.compile or ("reduce-overhead" if on_cuda else "none")
+    args.warmup = args.warmup if args.warmup is not None else (5 if on_cuda else 3)
+    args.block = args.block or (10 if on_cuda else 1)
 
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)  # normflows calls the deprecated torch.lu
-    torch.manual_seed(0)
-    x = torch.rand(args.batch_size, *IMAGE_SHAPE)  # throughput does not depend on the pixel values
-    models = {
-        "flowlib": build_flowlib(args.levels, args.steps_per_level, args.hidden),
-        "normflows": build_normflows(args.levels, args.steps_per_level, args.hidden),
-    }
-    optimizers = {name: torch.optim.Adam(model.parameters(), lr=1e-3) for name, (model, _) in models.items()}
-    for name, (model, log_prob) in models.items():
-        model.train()
-        with torch.no_grad():
-            log_prob(x)  # data-dependent ActNorm initialisation, outside the timing
-        print(f"{name:10s} parameters: {_count(model):,}")
-
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for round_index in range(args.warmup + args.steps):
-        for name, (model, log_prob) in models.items():  # alternate, so both see the same machine load
-            elapsed = _step(model, log_prob, optimizers[name], x)
-            if round_index >= args.warmup:
-                times[name].append(elapsed)
-
-    print(
-        f"batch {args.batch_size} x {IMAGE_SHAPE}, L={args.levels}, K={args.steps_per_level}, hidden={args.hidden}, "
-        f"{torch.get_num_threads()} thread(s), torch {torch.__version__}; median of {args.steps} steps after "
-        f"{args.warmup} warm-up steps"
-    )
-    throughput = {}
-    for name, samples in times.items():
-        median = statistics.median(samples)
-        throughput[name] = args.batch_size / median
-        print(f"{name:10s} {median * 1e3:8.1f} ms/step  {throughput[name]:8.1f} images/s")
-    ratio = throughput["flowlib"] / throughput["normflows"]
-    print(f"ratio flowlib / normflows: {ratio:.2f}x ({'faster' if ratio >= 1 else 'slower'})")
-    return {**{f"{name}_images_per_second": value for name, value in throughput.items()}, "ratio": ratio}
+    where = torch.cuda.get_device_name(device) if on_cuda else f"CPU, {torch.get_num_threads()} thread(s)"
+    print(f"training throughput on {where}, torch {torch.__version__}; median of {args.steps} blocks of "
+          f"{args.block} step(s) after {args.warmup} warm-up blocks; flowlib compile: {args.compile}")
+    configs = list(CONFIGS) if args.config == "both" else [args.config]
+    return {name: run_config(name, args, device) for name in configs}
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@ Subpackages: :mod:`flowlib.transforms` (the invertible-layer contract and layers
 :mod:`flowlib.models`, :mod:`flowlib.coding` (rANS); modules :mod:`flowlib.data`, :mod:`flowlib.scale`,
 :mod:`flowlib.train`, :mod:`flowlib.metrics`, :mod:`flowlib.plot`. ``flowlib.compress`` / ``flowlib.decompress``
 turn uint8 images into bytes and back with a trained Integer Discrete Flow.
+
+The core install is torch and NumPy (``flowlib.coding`` needs NumPy only); datasets, plots, image files and progress
+bars come with extras (:mod:`flowlib.extras` lists them; a missing one raises
+:class:`~flowlib.extras.MissingExtraError` naming it). Importing ``flowlib`` itself imports nothing heavy.
 """
 
 from __future__ import annotations

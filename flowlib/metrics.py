@@ -35,6 +35,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from flowlib.data import as_batches, batch_inputs
+
 __all__ = [
     "PROXY_FID_DATASETS",
     "ProxyFIDClassifier",
@@ -87,7 +89,8 @@ def count_parameters(model: nn.Module) -> int:
 
 @torch.no_grad()
 def dataset_bits_per_dim(model: nn.Module, batches: Iterable, *, seed: int = 1234, device: torch.device | str = "cpu") -> float:
-    """Mean of ``model.bits_per_dim(x)`` over every example of ``batches`` (``(x, label)`` pairs, e.g. a test loader).
+    """Mean of ``model.bits_per_dim(x)`` over every example of ``batches``: a tensor of examples, a Dataset, or
+    batches that are tensors or ``(x, label)`` pairs (e.g. a test loader); see :func:`flowlib.data.as_batches`.
 
     The global torch RNG is seeded with ``seed`` while the batches are drawn, so the dequantization noise (and hence
     the number) is the same on every run; the caller's RNG state is restored afterwards. The model is put in eval mode.
@@ -97,8 +100,8 @@ def dataset_bits_per_dim(model: nn.Module, batches: Iterable, *, seed: int = 123
     torch.manual_seed(seed)
     try:
         total, count = 0.0, 0
-        for x, _ in batches:
-            bpd = model.bits_per_dim(x.to(device))
+        for batch in as_batches(batches, batch_size=500):
+            bpd = model.bits_per_dim(batch_inputs(batch).to(device))
             total, count = total + bpd.sum().item(), count + len(bpd)
     finally:
         torch.random.set_rng_state(state)

@@ -1,6 +1,7 @@
 """Plotting helpers shared by every notebook: image grids, 2-D densities and samples, image strips.
 
 Each function draws on the given ``ax`` (or a new figure) and returns the ``Axes``; none calls ``plt.show()``.
+Needs the ``plot`` extra (matplotlib): ``pip install "flows-and-bottlenecks[plot]"``.
 """
 
 from __future__ import annotations
@@ -8,11 +9,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-import matplotlib.pyplot as plt
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
-from matplotlib.axes import Axes
 from torch import Tensor
+
+from flowlib.extras import require
+
+plt = require("matplotlib.pyplot", "flowlib.plot")
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["density_2d", "image_grid", "image_rows", "scatter_2d", "to_display"]
 

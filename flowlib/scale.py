@@ -1,8 +1,25 @@
-"""Run scales: ``quick`` (CI, seconds), ``standard`` (a laptop CPU, minutes) and ``full`` (paper scale on a GPU).
+"""Run scales: ``quick`` (CI, seconds), ``standard`` (a laptop CPU, minutes), ``gpu`` (one GPU, minutes) and
+``full`` (the papers' sizes, hours of GPU).
 
-The scale comes from the environment variable ``FLOWLIB_SCALE``; without it, ``full`` when CUDA is available and
-``standard`` otherwise. Every chapter looks up its sizes (epochs, subset sizes, widths) here, in :data:`SIZES`,
-so the three scales of the whole book can be read side by side in one table.
+The scale comes from the environment variable ``FLOWLIB_SCALE``; without it, ``gpu`` when CUDA is available and
+``standard`` otherwise (``full`` is always opt-in). Every chapter looks up its sizes (epochs, subset sizes, widths)
+here, in :data:`SIZES`, so the four scales of the whole book can be read side by side in one table.
+
+How the ``gpu`` sizes were chosen. A chapter's trainings should take about 5 minutes on one H100 (two chapters per
+10-minute run) and 30-40 minutes on a Colab T4. The reference measurements (one H200, torch 2.11, eager mode):
+
+* a Glow training step (L=2, K=10, hidden 256, batch 128, 1.75M parameters) takes ~66 ms, and one with K=4,
+  hidden 64 at batch 64 ~30 ms: the step is bound by kernel launches and host work, so its time grows with the
+  number of layers (~3.3 ms per step of flow, forward, backward and Adam) and hardly with the width or batch.
+  Hence the ``gpu`` scale uses the papers' widths where the checkpoint stays under ~5 MB and batches of 128, and
+  chooses steps by counting layers; 150 s of that Glow reached 1.55 bits/dim on the MNIST test set;
+* an IDF step at the ``full`` sizes (hidden 128, 8 couplings per level, batch 64) takes ~31 ms.
+
+An H100 has the same launch-bound step time (its lower memory bandwidth does not matter for these models), so the
+budgets below are H200 eager figures; ``torch.compile`` (``fit(compile=...)``) can only shorten them. A T4 has ~8x
+less float32 throughput than an H200, so the widest models become compute-bound there: the Glow step above needs
+~150 GFLOP (1.2 GFLOP per image, forward and backward), about 40 ms at half of a T4's peak on top of a slower host,
+which keeps a T4 within ~3-6x of the H200 times, 15-30 minutes per chapter.
 """
 
 from __future__ import annotations
@@ -18,14 +35,16 @@ from flowlib.device import default_device
 
 __all__ = ["SCALES", "SIZES", "current_scale", "sizes", "describe_run"]
 
-Scale = Literal["quick", "standard", "full"]
-SCALES: tuple[Scale, ...] = ("quick", "standard", "full")
+Scale = Literal["quick", "standard", "gpu", "full"]
+SCALES: tuple[Scale, ...] = ("quick", "standard", "gpu", "full")
 
 # chapter -> scale -> sizes. Every chapter keeps its own entry; keys are whatever that chapter needs.
 SIZES: dict[str, dict[Scale, dict]] = {
     "00_change_of_variables": {
         "quick": dict(toy_samples=2_000, fit_steps=150, histogram_samples=20_000),
         "standard": dict(toy_samples=20_000, fit_steps=2_000, histogram_samples=200_000),
+        # 6 couplings of a small MLP: ~4 ms per step on a GPU, 5,000 steps in ~20 s
+        "gpu": dict(toy_samples=50_000, fit_steps=5_000, histogram_samples=1_000_000),
         "full": dict(toy_samples=50_000, fit_steps=5_000, histogram_samples=1_000_000),
     },
     "01_coupling_layers": {
@@ -42,6 +61,16 @@ SIZES: dict[str, dict[Scale, dict]] = {
             nice_hidden=128, nice_hidden_layers=4, nice_epochs=4,
             realnvp_hidden=16, realnvp_blocks=1, realnvp_steps=300,
             mask_hidden=16, mask_couplings=4, mask_steps=250,
+        ),
+        # 6 toy flows x 3,000 steps (~4 ms each: 70 s), NICE 20 epochs of 469 steps (~5 ms: 45 s; wider MLPs would
+        # exceed the 5 MB checkpoint limit, 1000 x 5 is 89 MB), RealNVP 2,000 steps (~16 coupling ResNets, ~60 ms:
+        # 120 s), two mask models 1,000 steps (~30 ms: 60 s): ~5 minutes
+        "gpu": dict(
+            toy_samples=50_000, toy_steps=3_000, toy_batch_size=512, toy_couplings=8, toy_hidden=128,
+            train_subset=None, test_subset=None, batch_size=128,
+            nice_hidden=128, nice_hidden_layers=4, nice_epochs=20,
+            realnvp_hidden=32, realnvp_blocks=2, realnvp_steps=2_000,
+            mask_hidden=32, mask_couplings=4, mask_steps=1_000,
         ),
         "full": dict(
             toy_samples=100_000, toy_steps=10_000, toy_batch_size=512, toy_couplings=12, toy_hidden=128,
@@ -61,6 +90,14 @@ SIZES: dict[str, dict[Scale, dict]] = {
             train_subset=None, test_subset=None, batch_size=64, lr=1e-3, max_grad_norm=50.0,
             ablation_mixings=("reverse", "householder", "lu"), ablation_num_steps=4, ablation_hidden=64,
             ablation_steps=350, main_num_steps=6, main_hidden=64, main_steps=800,
+        ),
+        # ablation: 4 Glows with K=4 (~30 ms per step) x 1,000 steps: 120 s; main Glow K=10 (~66 ms) x 2,000 steps:
+        # 130 s (4.3 epochs; 150 s of the hidden-256 model gave 1.55 bits/dim). Hidden 192 keeps the checkpoint
+        # at 4.3 MB (1.07M parameters; 256 would be 7 MB) for about the same step time.
+        "gpu": dict(
+            train_subset=None, test_subset=None, batch_size=128, lr=1e-3, max_grad_norm=50.0,
+            ablation_mixings=("reverse", "permutation", "householder", "lu"), ablation_num_steps=4,
+            ablation_hidden=128, ablation_steps=1_000, main_num_steps=10, main_hidden=192, main_steps=2_000,
         ),
         "full": dict(
             train_subset=None, test_subset=None, batch_size=128, lr=1e-3, max_grad_norm=50.0,
@@ -124,28 +161,35 @@ SIZES: dict[str, dict[Scale, dict]] = {
     "07_lossless_compression": {
         "quick": dict(
             hidden_channels=8, num_couplings=1, num_levels=2, num_components=5, factor_components=1, epochs=1,
-            max_steps=30, batch_size=32, lr=3e-3, train_subset=2_048, eval_images=64, test_images=64,
+            max_steps=30, batch_size=32, lr=3e-3, warmup_steps=0, train_subset=2_048, eval_images=64, test_images=64,
             determinism_images=16,
         ),
         "standard": dict(
             hidden_channels=40, num_couplings=4, num_levels=2, num_components=5, factor_components=3, epochs=1,
-            max_steps=1_500, batch_size=32, lr=3e-3, train_subset=None, eval_images=1_000, test_images=10_000,
-            determinism_images=256,
+            max_steps=1_500, batch_size=32, lr=3e-3, warmup_steps=0, train_subset=None, eval_images=1_000,
+            test_images=10_000, determinism_images=256,
+        ),
+        # the paper's widths (436k parameters, 1.7 MB); ~31 ms per step at batch 64: 4,000 steps (4.3 epochs) in
+        # ~125 s per dataset, both in ~4 minutes. lr 1e-3 as in the paper, a short warm-up, cosine to zero.
+        "gpu": dict(
+            hidden_channels=128, num_couplings=8, num_levels=2, num_components=5, factor_components=5, epochs=5,
+            max_steps=4_000, batch_size=64, lr=1e-3, warmup_steps=200, train_subset=None, eval_images=10_000,
+            test_images=10_000, determinism_images=1_000,
         ),
         "full": dict(
             hidden_channels=128, num_couplings=8, num_levels=2, num_components=5, factor_components=5, epochs=100,
-            max_steps=None, batch_size=64, lr=1e-3, train_subset=None, eval_images=10_000, test_images=10_000,
-            determinism_images=1_000,
+            max_steps=None, batch_size=64, lr=1e-3, warmup_steps=0, train_subset=None, eval_images=10_000,
+            test_images=10_000, determinism_images=1_000,
         ),
     },
 }
 
 
 def current_scale() -> Scale:
-    """The active scale: ``FLOWLIB_SCALE`` if set, else ``full`` with CUDA and ``standard`` without."""
+    """The active scale: ``FLOWLIB_SCALE`` if set, else ``gpu`` with CUDA and ``standard`` without."""
     value = os.environ.get("FLOWLIB_SCALE", "").strip().lower()
     if not value:
-        return "full" if torch.cuda.is_available() else "standard"
+        return "gpu" if torch.cuda.is_available() else "standard"
     if value not in SCALES:
         raise ValueError(f"FLOWLIB_SCALE={value!r} is not a scale; set it to one of {', '.join(SCALES)}")
     return value  # type: ignore[return-value]
@@ -163,7 +207,9 @@ def describe_run(device: torch.device | str | None = None) -> str:
     """One line naming the scale, device and versions that a notebook's outputs came from (print it at the top)."""
     device = torch.device(device) if device is not None else default_device()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    # The release a reader can `pip install` ("2.14.1"), then the build's local tag ("cu130", "cpu") if any.
+    release, _, build = torch.__version__.partition("+")
     return (
         f"scale: {current_scale()} | device: {device.type} ({name}, {torch.get_num_threads()} threads) | "
-        f"torch {torch.__version__} | python {platform.python_version()}"
+        f"torch {release}{f' ({build} build)' if build else ''} | python {platform.python_version()}"
     )

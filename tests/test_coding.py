@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from flowlib.coding import (
     ESCAPE_LIMIT,
     HEADER_SIZE,
+    LogisticMixtures,
     RANS_LOWER_BOUND,
     ChecksumError,
     ContainerError,
@@ -26,6 +27,7 @@ from flowlib.coding import (
     UnsupportedVersionError,
     VectorRANS,
     cdf_from_frequencies,
+    compiled,
     discretized_logistic_cdf_table,
     discretized_logistic_mixture_cdf_table,
     pack,
@@ -34,6 +36,9 @@ from flowlib.coding import (
     quantize_pmf,
     unpack,
 )
+from flowlib.coding.logistic import exp_ticks, mixture_weights, sigmoid_table
+
+NUMBA_PATHS = [False, True] if compiled.available() else [False]
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -278,7 +283,7 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="2\\*\\*precision"):
         VectorRANS(precision=12).push(np.array([1]), cdf)
     with pytest.raises(ValueError, match="shape"):
-        VectorRANS(precision=16).push(np.array([1, 1]), cdf)
+        VectorRANS(precision=16).push(np.array([1, 1, 1]), np.concatenate([cdf, cdf]))
     with pytest.raises(ValueError, match="frequency"):
         ScalarRANS(16).push(5, 0)
 
@@ -336,8 +341,9 @@ def test_discretized_logistic_table_matches_reference():
     assert table.shape == (count, high - low + 3) and table.dtype == np.uint32
     frequencies = np.diff(table.astype(np.int64), axis=1)
     assert (frequencies >= 1).all() and (frequencies[:, -1] == 1).all() and (table[:, -1] == 1 << precision).all()
-    for row in range(count):
-        reference = logistic_masses(means[row], math.exp(log_scales[row]), low, high)
+    for row in range(count):  # the tables use parameters rounded to multiples of 2^-12
+        mean, log_scale = round(means[row] * 4096) / 4096, round(log_scales[row] * 4096) / 4096
+        reference = logistic_masses(mean, math.exp(log_scale), low, high)
         assert np.abs(frequencies[row, :-1] / 2**precision - reference).max() < 4 * (high - low + 2) / 2**precision
     # A one-component mixture is the plain logistic.
     mixture = discretized_logistic_mixture_cdf_table(
@@ -438,9 +444,12 @@ def test_container_errors_say_what_happened():
         unpack(data, expected_fingerprint=bytes(16))
     with pytest.raises(NotAFlowlibFileError, match="not a flowlib"):
         unpack(b"\x89PNG" + data[4:], expected_fingerprint=FINGERPRINT)
-    future = data[:4] + struct.pack("<H", 2) + data[6:]
-    with pytest.raises(UnsupportedVersionError, match="version 2"):
+    future = data[:4] + struct.pack("<H", 3) + data[6:]
+    with pytest.raises(UnsupportedVersionError, match="version 3.*upgrade"):
         unpack(future, expected_fingerprint=FINGERPRINT)
+    past = data[:4] + struct.pack("<H", 1) + data[6:]
+    with pytest.raises(UnsupportedVersionError, match="version 1.*flowlib 0.1"):
+        unpack(past, expected_fingerprint=FINGERPRINT)
     with pytest.raises(ContainerError, match="unexpected"):
         unpack(data + b"\x00", expected_fingerprint=FINGERPRINT)
     with pytest.raises(ValueError, match="16 bytes"):
@@ -460,3 +469,260 @@ def test_corrupt_escape_payload_raises():
     coder.push(np.array([4]), table)  # the escape symbol
     with pytest.raises(CorruptStreamError, match="escaped"):
         pop_with_escape(VectorRANS.from_bytes(coder.to_bytes(), 1, 16), table, 0, 3)
+
+
+def repack(data: bytes, header_changes: dict[int, bytes] | None = None, extra: bytes | None = None) -> bytes:
+    """``data`` with header bytes replaced (offset -> bytes) and/or new metadata bytes, its checksum fixed: what a
+    crafted (not merely corrupted) file looks like."""
+    import zlib
+
+    header, rest = bytearray(data[:HEADER_SIZE]), data[HEADER_SIZE:]
+    extra_length = struct.unpack_from("<I", header, 28)[0]
+    payload = rest[extra_length:]
+    if extra is not None:
+        struct.pack_into("<I", header, 28, len(extra))
+    else:
+        extra = rest[:extra_length]
+    for offset, value in (header_changes or {}).items():
+        header[offset : offset + len(value)] = value
+    checksum = zlib.crc32(payload, zlib.crc32(extra, zlib.crc32(bytes(header[:60]))))
+    struct.pack_into("<I", header, 60, checksum)
+    return bytes(header) + extra + payload
+
+
+def test_crafted_headers_and_metadata_are_refused():
+    data = pack(b"payload", shape=(1, 28, 28), count=2, model_fingerprint=FINGERPRINT)
+    assert unpack(repack(data), expected_fingerprint=FINGERPRINT).count == 2  # repack alone changes nothing
+    for offset in (7, 56, 59):  # reserved bytes
+        with pytest.raises(ContainerError, match="reserved"):
+            unpack(repack(data, {offset: b"\x01"}), expected_fingerprint=FINGERPRINT)
+    with pytest.raises(ContainerError, match="unused shape"):  # the unused fourth shape slot
+        unpack(repack(data, {20: struct.pack("<I", 5)}), expected_fingerprint=FINGERPRINT)
+    for extra in (b"{not json", b"\xff\xfe", b"[1, 2]", b"[" * 100_000 + b"]" * 100_000):
+        with pytest.raises(ContainerError, match="metadata"):
+            unpack(repack(data, extra=extra), expected_fingerprint=FINGERPRINT)
+
+
+# ------------------------------------------------------------------------------------------------- table checks
+def valid_table(rng: np.random.Generator, count: int, alphabet: int, precision: int) -> np.ndarray:
+    frequencies = quantize_pmf(rng.random((count, alphabet)) + 0.01, precision)
+    return cdf_from_frequencies(frequencies)
+
+
+def damaged(table: np.ndarray, kind: str, rng: np.random.Generator, precision: int) -> np.ndarray:
+    """One row of ``table`` broken in one way: out of order, above 2**precision, negative, or a wrong end."""
+    table = table.copy()
+    row = rng.integers(len(table))
+    if kind == "unsorted":
+        k = rng.integers(1, table.shape[1] - 2)
+        table[row, k] = table[row, k + 1] + 1 + rng.integers(0, 5)
+    elif kind == "above":
+        table[row, -1] = (1 << precision) + 1 + rng.integers(0, 100)
+    elif kind == "negative":
+        table[row, rng.integers(1, table.shape[1] - 1)] = -1 - rng.integers(0, 100)
+    else:
+        table[row, 0] = 1
+    return table
+
+
+@FAST
+@given(
+    precision=st.integers(8, 24),
+    alphabet=st.integers(3, 40),
+    count=st.integers(1, 30),
+    kind=st.sampled_from(["unsorted", "above", "negative", "start"]),
+    seed=st.integers(0, 2**32 - 1),
+    numba=st.sampled_from(NUMBA_PATHS),
+)
+def test_every_damaged_table_is_refused_on_push_and_pop_by_both_coders(precision, alphabet, count, kind, seed, numba):
+    rng = np.random.default_rng(seed)
+    table = valid_table(rng, count, alphabet, precision)
+    bad = damaged(table, kind, rng, precision)
+    symbols = np.zeros(count, dtype=np.int64)
+    with compiled.use_numba(numba):
+        good = VectorRANS(3, precision)
+        good.push(symbols, table)  # the valid table codes
+        with pytest.raises(ValueError, match="cdf"):
+            VectorRANS(3, precision).push(symbols, bad)
+        with pytest.raises(ValueError, match="cdf"):
+            VectorRANS.from_bytes(good.to_bytes(), 3, precision).pop(bad)
+    with pytest.raises(ValueError, match="cdf"):
+        ScalarRANS(precision).push_symbols(symbols, bad)
+    with pytest.raises(ValueError, match="cdf"):
+        ScalarRANS.from_bytes(good.to_bytes() if count < 2 else b"\x00", precision).pop_symbols(bad)
+
+
+def test_unsorted_scalar_table_is_refused_instead_of_decoding_wrong_symbols():
+    coder = ScalarRANS(8)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        coder.push_symbol(2, [0, 129, 111, 256])
+    coder.push_symbol(2, [0, 100, 111, 256])
+    with pytest.raises(ValueError, match="non-decreasing"):
+        coder.pop([0, 129, 111, 256])
+
+
+def test_lengths_and_types_must_match():
+    cdf = np.array([[0, 100, 256]] * 2)
+    with pytest.raises(ValueError, match="shape"):  # three symbols, two rows: nothing is silently dropped
+        ScalarRANS(8).push_symbols(np.array([0, 1, 0]), cdf)
+    with pytest.raises(ValueError, match="shape"):
+        VectorRANS(2, 8).push(np.array([0, 1, 0]), cdf)
+    for coder in (ScalarRANS(8), VectorRANS(2, 8)):
+        with pytest.raises(ValueError, match="integers"):
+            coder.push_uniform(np.array([1.7, 2.2]), 4)
+    with pytest.raises(ValueError, match="integers"):
+        VectorRANS(2, 8).push(np.array([0.0, 1.0]), cdf)
+    with pytest.raises(ValueError, match="interval"):
+        VectorRANS(2, 8).push_intervals(np.array([0]), np.array([0]))
+
+
+@pytest.mark.parametrize("numba", NUMBA_PATHS)
+def test_one_table_row_is_broadcast_to_every_symbol(numba):
+    row = np.array([0, 30, 200, 256])
+    symbols = np.random.default_rng(7).integers(0, 3, 100)
+    with compiled.use_numba(numba):
+        broadcast, tiled = VectorRANS(8, 8), VectorRANS(8, 8)
+        broadcast.push(symbols, row)
+        tiled.push(symbols, np.tile(row, (100, 1)))
+        assert broadcast.to_bytes() == tiled.to_bytes()
+        decoder = VectorRANS.from_bytes(broadcast.to_bytes(), 8, 8)
+        np.testing.assert_array_equal(decoder.pop(row, count=100), symbols)
+        decoder.check_finished()
+    scalar = ScalarRANS(8)
+    scalar.push_symbols(symbols[:10], row)
+    np.testing.assert_array_equal(ScalarRANS.from_bytes(scalar.to_bytes(), 8).pop_symbols(row, 10), symbols[:10])
+
+
+# ------------------------------------------------------------------------------------------------- compiled loops
+@pytest.mark.skipif(not compiled.available(), reason="Numba is not installed")
+@FAST
+@given(
+    precision=precisions,
+    alphabet=st.sampled_from([2, 3, 17, 300]),
+    lengths=st.lists(st.integers(0, 200), min_size=1, max_size=3),
+    num_lanes=st.integers(1, 70),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_compiled_and_numpy_coders_write_and_read_the_same_bytes(precision, alphabet, lengths, num_lanes, seed):
+    rng = np.random.default_rng(seed)
+    messages = [random_tables(rng, length, alphabet, precision) for length in lengths]
+    streams = {}
+    for numba in (False, True):
+        with compiled.use_numba(numba):
+            coder = VectorRANS(num_lanes, precision)
+            for cdf, symbols in messages:
+                coder.push(symbols, cdf)
+                coder.push_uniform(symbols % 4, 2)
+            streams[numba] = coder.to_bytes()
+    assert streams[False] == streams[True]
+    for numba in (False, True):  # each decodes the stream
+        with compiled.use_numba(numba):
+            decoder = VectorRANS.from_bytes(streams[True], num_lanes, precision)
+            for cdf, symbols in reversed(messages):
+                np.testing.assert_array_equal(decoder.pop_uniform(len(symbols), 2), symbols % 4)
+                np.testing.assert_array_equal(decoder.pop(cdf), symbols)
+            decoder.check_finished()
+
+
+@pytest.mark.skipif(not compiled.available(), reason="Numba is not installed")
+def test_compiled_stream_errors_match_numpy():
+    data, cdf, _ = encoded_message()
+    for numba in (False, True):
+        with compiled.use_numba(numba), pytest.raises(CorruptStreamError, match="ran out of words"):
+            decode_all(data[:-8], cdf)
+
+
+# ------------------------------------------------------------------------------------------------- integer tables
+def test_fixed_tables_are_exact_and_the_same_on_every_machine():
+    # e^(n / 4096) within one rounding of the true value ...
+    n = np.arange(-(1 << 17), (1 << 17) + 1, 997)
+    np.testing.assert_allclose(exp_ticks(n), np.exp(n / 4096), rtol=4e-16)
+    with pytest.raises(ValueError, match="exponents"):
+        exp_ticks(np.array([1 << 18]))
+    # ... and the sigmoid table built from it: its integers (a checksum of them) are part of the file format, so
+    # a machine whose arithmetic differed would fail here rather than write files others cannot read.
+    table = sigmoid_table()
+    assert table[0] == 1 << 39 and (np.diff(table) >= 0).all()
+    j = np.arange(len(table))
+    assert np.abs(table / 2.0**40 - 1 / (1 + np.exp(-j / 256))).max() < 2.0**-40
+    assert hashlib.sha256(table.tobytes()).hexdigest()[:16] == SIGMOID_TABLE_SHA256
+
+
+SIGMOID_TABLE_SHA256 = "ccca5e7782f4dfef"  # sha256 of the table of the current file format
+
+
+@FAST
+@given(components=st.integers(1, 6), seed=st.integers(0, 2**32 - 1))
+def test_mixture_weights_are_a_softmax_in_integers(components, seed):
+    rng = np.random.default_rng(seed)
+    logits = rng.integers(-40 * 4096, 40 * 4096, (20, components))
+    weights = mixture_weights(logits)
+    assert (weights >= 0).all() and (weights.sum(axis=1) == 1 << 22).all()
+    softmax = np.exp(logits / 4096 - (logits / 4096).max(axis=1, keepdims=True))
+    softmax /= softmax.sum(axis=1, keepdims=True)
+    assert np.abs(weights / 2.0**22 - softmax).max() <= components * 2.0**-22
+
+
+@FAST
+@given(
+    components=st.integers(1, 5),
+    precision=st.integers(12, 24),
+    size=st.sampled_from([9, 17, 129]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_logistic_tables_give_every_value_a_slot_and_match_entry_by_entry(components, precision, size, seed):
+    rng = np.random.default_rng(seed)
+    count = 30
+    mixtures = LogisticMixtures.from_ticks(
+        rng.integers(-(1 << 20), 1 << 20, (count, components)),
+        rng.integers(-30 * 4096, 30 * 4096, (count, components)),  # beyond the clipping at +-20 on purpose
+        rng.integers(-20 * 4096, 20 * 4096, (count, components)),
+    )
+    rows = rng.integers(0, count, 50)
+    offsets = (mixtures.means[rows, 0] >> 12) - size // 2 + rng.integers(-3 * size, 3 * size, 50)
+    tables = mixtures.tables(rows, offsets, size, precision).astype(np.int64)
+    frequencies = np.diff(tables, axis=1)
+    assert (tables[:, 0] == 0).all() and (tables[:, -1] == 1 << precision).all()
+    assert (frequencies >= 1).all() and (frequencies[:, -1] == 1).all()  # every value codable, the escape 1 slot
+    values = offsets + rng.integers(-2, size + 2, 50)
+    symbols, starts, widths = mixtures.intervals(rows, values, offsets, size, precision)
+    np.testing.assert_array_equal(starts, tables[np.arange(50), symbols])
+    np.testing.assert_array_equal(widths, frequencies[np.arange(50), symbols])
+    for numba in NUMBA_PATHS:  # the decoder finds every symbol, with or without the compiled search
+        coder = VectorRANS(7, precision)
+        coder.push_intervals(starts, widths)
+        with compiled.use_numba(numba):
+            decoder = VectorRANS.from_bytes(coder.to_bytes(), 7, precision)
+            np.testing.assert_array_equal(mixtures.pop(decoder, rows, offsets, size), symbols)
+            decoder.check_finished()
+
+
+@pytest.mark.skipif(not compiled.available(), reason="Numba is not installed")
+def test_compiled_table_entries_equal_the_numpy_ones():
+    from flowlib.coding.logistic import _cdf_compiled
+
+    rng = np.random.default_rng(11)
+    mixtures = LogisticMixtures.from_ticks(
+        rng.integers(-(1 << 24), 1 << 24, (40, 3)), rng.integers(-8 * 4096, 8 * 4096, (40, 3)),
+        rng.integers(-10 * 4096, 0, (40, 3)),
+    )
+    offsets, buckets = mixtures.windows()
+    rows = np.repeat(np.arange(40), 67)
+    k = np.tile(np.arange(67), 40)
+    expected = mixtures.cdf(rows, offsets[rows], k, 65, 24)
+    entries = [
+        _cdf_compiled(row, offsets[row], entry, 65, 1 << 24, mixtures.means, mixtures.inverse_scales,
+                      mixtures.weights, sigmoid_table())
+        for row, entry in zip(rows, k)
+    ]
+    np.testing.assert_array_equal(entries, expected)
+
+
+def test_windows_cover_each_component():
+    mixtures = LogisticMixtures.from_floats(
+        np.array([[0.0, 100.0], [0.0, 100.0]]), np.array([[0.0, 0.0], [0.0, 0.0]]), np.array([[0.0, 0.0], [0.0, -30]])
+    )
+    offsets, buckets = mixtures.windows(tail=16.0)
+    half = np.array([2**k for k in range(2, 15)])[buckets]
+    assert offsets[0] <= -16 and offsets[0] + 2 * half[0] >= 116  # both components, 16 scales each side
+    assert offsets[1] <= -16 and offsets[1] + 2 * half[1] < 100  # a component of weight e^-30 does not count

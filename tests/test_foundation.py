@@ -28,7 +28,7 @@ def test_scale_from_environment(monkeypatch):
     monkeypatch.setenv("FLOWLIB_SCALE", "Quick")
     assert scale.current_scale() == "quick"
     monkeypatch.delenv("FLOWLIB_SCALE")
-    assert scale.current_scale() == ("full" if torch.cuda.is_available() else "standard")
+    assert scale.current_scale() == ("gpu" if torch.cuda.is_available() else "standard")
     monkeypatch.setenv("FLOWLIB_SCALE", "huge")
     with pytest.raises(ValueError, match="FLOWLIB_SCALE"):
         scale.current_scale()
@@ -243,14 +243,14 @@ def test_quick_scale_never_writes_checkpoints(tmp_path, monkeypatch):
 
 
 def test_committed_checkpoints_match_their_manifest():
-    manifest_path = train.CHECKPOINT_DIR / "MANIFEST.json"
-    if not manifest_path.exists():
-        pytest.skip("no committed checkpoints yet")
-    for name, entry in json.loads(manifest_path.read_text()).items():
-        path = Path(train.CHECKPOINT_DIR) / entry["file"]
+    from flowlib import checkpoints
+
+    directory = Path(__file__).resolve().parent.parent / "checkpoints"
+    for name, entry in checkpoints.read_manifest(directory).items():
+        path = directory / entry["file"]
         assert path.exists(), f"{name}: {path} is missing"
         assert path.stat().st_size < 10 * 2**20, f"{name} is over 10 MB"
-        assert train._sha256(path) == entry["sha256"], f"{name}: sha256 mismatch"
+        assert checkpoints._sha256(path) == entry["sha256"], f"{name}: sha256 mismatch"
 
 
 # --- plot -------------------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 Every registry entry builds a small instance whose parameters are randomised (zero-initialised conditioners would
 make the checks trivial), for vectors and images. Checks: inverse accuracy, log-det against the autograd Jacobian
 (float64), forward + inverse log-dets cancelling, batch size 1 (and agreement with the batched result), float64,
-finite outputs on extreme inputs, state_dict round trip, helpful shape errors.
+finite outputs on extreme inputs, state_dict round trip, helpful shape errors, batch size 0. Conditional cases
+(``context_features > 0``) get a context ``(B, K)`` in every check, in both directions.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from unittest import mock
 
 import pytest
 import torch
@@ -33,8 +35,10 @@ from flowlib.transforms import (
     Inverse,
     Invertible1x1Conv,
     Logit,
+    MaskedAutoregressive,
     Permutation,
     PIECoupling,
+    RationalQuadraticCoupling,
     Reshape,
     Reverse,
     Scaling,
@@ -80,6 +84,7 @@ class Case:
     sample: Callable[[tuple[int, ...], torch.Generator], Tensor] = _normal
     extreme: Callable[[tuple[int, ...], torch.Generator], Tensor] = _huge  # extreme inputs of forward
     extreme_latent: Callable[[tuple[int, ...], torch.Generator], Tensor] = _huge  # ... and of inverse
+    context_features: int = 0  # > 0: a conditional transform, called with a context (B, K)
 
     def __repr__(self) -> str:
         return self.name
@@ -105,6 +110,16 @@ def _compose_vector() -> Transform:
         AdditiveCoupling(half_mask(4), MLP(4, 4, hidden_features=16, num_hidden_layers=1)),
         HouseholderLinear(4),
         Scaling(4),
+    )
+
+
+def _compose_conditional() -> Transform:
+    return Compose(
+        RationalQuadraticCoupling(half_mask(4), MLP(4, 4 * 11, 16, 1, context_features=3), num_bins=4),
+        ActNorm(4),
+        AffineCoupling(half_mask(4), MLP(4, 8, hidden_features=16, num_hidden_layers=1, context_features=3)),
+        Reverse(),
+        MaskedAutoregressive(4, hidden_features=8, context_features=3),
     )
 
 
@@ -148,7 +163,42 @@ CASES = [
     Case("inverse_squeeze", lambda: Inverse(Squeeze(2, pattern="checkerboard")), (8, 2, 2), (6, 2, 2)),
     Case("inverse_logit", lambda: Inverse(Logit(alpha=0.01)), (3,), None, extreme=_large_logits,
          extreme_latent=_unit_edges),
+    Case("spline_vector", lambda: RationalQuadraticCoupling(half_mask(5), MLP(5, 5 * 23, 16, 1)), (5,), (4,)),
+    Case("spline_image", lambda: RationalQuadraticCoupling(checkerboard_mask(2, 4, 4), ConvNet(2, 2 * 11, 8, 1),
+                                                           num_bins=4, tail_bound=2.0), (2, 4, 4), (1, 4, 4)),
+    Case("maf", lambda: MaskedAutoregressive(4, hidden_features=8), (4,), (5,)),
+    Case("maf_one_hidden_layer", lambda: MaskedAutoregressive(3, hidden_features=4, num_hidden_layers=1), (3,), (2,)),
+    Case("affine_vector_conditional",
+         lambda: AffineCoupling(half_mask(4), MLP(4, 8, 16, 1, context_features=3)), (4,), (3,), context_features=3),
+    Case("affine_image_conditional",
+         lambda: AffineCoupling(checkerboard_mask(2, 4, 4), ConvNet(2, 4, 8, 1, context_features=2)), (2, 4, 4),
+         (2, 4, 5), context_features=2),
+    Case("additive_conditional",
+         lambda: AdditiveCoupling(half_mask(4), MLP(4, 4, 16, 1, context_features=2)), (4,), (5,), context_features=2),
+    Case("pie_conditional", lambda: PIECoupling(half_mask(4), MLP(4, 8, 16, 1, context_features=2),
+                                                MLP(4, 8, 16, 1, context_features=2)), (4,), (3,), context_features=2),
+    Case("spline_conditional",
+         lambda: RationalQuadraticCoupling(half_mask(4), MLP(4, 4 * 14, 16, 1, context_features=2), num_bins=5),
+         (4,), (3,), context_features=2),
+    Case("maf_conditional", lambda: MaskedAutoregressive(4, hidden_features=8, context_features=3), (4,), (2,),
+         context_features=3),
+    Case("compose_conditional", _compose_conditional, (4,), (5,), context_features=3),
+    Case("inverse_conditional",
+         lambda: Inverse(AffineCoupling(half_mask(4), MLP(4, 8, 16, 1, context_features=2))), (4,), (3,),
+         context_features=2),
 ]
+
+
+def contexts(case: Case, batch_size: int = 8, seed: int = 4, dtype: torch.dtype = torch.float32) -> Tensor | None:
+    """A random context ``(batch_size, K)`` for a conditional case, ``None`` otherwise."""
+    if not case.context_features:
+        return None
+    return torch.randn(batch_size, case.context_features, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def run(transform: Transform, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+    """``transform(x)``, with ``context=`` for a conditional case."""
+    return transform(x) if context is None else transform(x, context=context)
 
 
 def prepare(case: Case, seed: int = 0) -> Transform:
@@ -158,7 +208,8 @@ def prepare(case: Case, seed: int = 0) -> Transform:
     transform = case.build()
     transform.train()
     with torch.no_grad():
-        transform(case.sample((16, *case.event_shape), generator))  # data-dependent initialisation (ActNorm)
+        # data-dependent initialisation (ActNorm)
+        run(transform, case.sample((16, *case.event_shape), generator), contexts(case, 16))
         for parameter in transform.parameters():
             # weights: noise of the size of a default initialisation (the zeroed last layers get one too)
             scale = 0.3 if parameter.dim() < 2 else 1.0 / math.sqrt(parameter[0].numel())
@@ -170,11 +221,11 @@ def inputs(case: Case, batch_size: int = 8, seed: int = 1, dtype: torch.dtype = 
     return case.sample((batch_size, *case.event_shape), torch.Generator().manual_seed(seed)).to(dtype)
 
 
-def invert(transform: Transform, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+def invert(transform: Transform, x: Tensor, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """``transform.inverse(z)``; a ``Split`` is handed the factored-out part of ``x`` so that it is a bijection."""
     if isinstance(transform, Split):
         return transform.inverse(z, r=x[:, transform.num_kept :])
-    return transform.inverse(z)
+    return transform.inverse(z) if context is None else transform.inverse(z, context=context)
 
 
 ids = [case.name for case in CASES]
@@ -201,10 +252,10 @@ def test_registry_covers_every_transform():
 @pytest.mark.parametrize("case", CASES, ids=ids)
 def test_inverse_accuracy(case: Case):
     transform = prepare(case)
-    x = inputs(case)
+    x, context = inputs(case), contexts(case)
     with torch.no_grad():
-        z, _ = transform(x)
-        x_back, _ = invert(transform, x, z)
+        z, _ = run(transform, x, context)
+        x_back, _ = invert(transform, x, z, context)
     assert x_back.shape == x.shape
     assert (x_back - x).abs().max() <= 1e-5
 
@@ -213,12 +264,14 @@ def test_inverse_accuracy(case: Case):
 def test_logabsdet_matches_autograd_jacobian(case: Case):
     transform = prepare(case).double()
     x = inputs(case, batch_size=2, dtype=torch.float64)
-    z, logabsdet = transform(x)
-    _, inverse_logabsdet = transform.inverse(z.detach())
+    context = contexts(case, batch_size=2, dtype=torch.float64)
+    z, logabsdet = run(transform, x, context)
+    _, inverse_logabsdet = invert(transform, x, z.detach(), context)
     for i in range(x.shape[0]):
+        row = None if context is None else context[i : i + 1]
         for function, point, expected in (
-            (transform.forward, x[i], logabsdet[i]),
-            (transform.inverse, z[i].detach(), inverse_logabsdet[i]),
+            (lambda v, row=row: run(transform, v, row), x[i], logabsdet[i]),
+            (lambda v, row=row: invert(transform, x, v, row), z[i].detach(), inverse_logabsdet[i]),
         ):
             def flat(v: Tensor, function=function, point=point) -> Tensor:
                 return function(v.view(1, *point.shape))[0].flatten()
@@ -232,10 +285,10 @@ def test_logabsdet_matches_autograd_jacobian(case: Case):
 @pytest.mark.parametrize("case", CASES, ids=ids)
 def test_forward_and_inverse_logabsdets_cancel(case: Case):
     transform = prepare(case)
-    x = inputs(case)
+    x, context = inputs(case), contexts(case)
     with torch.no_grad():
-        z, logabsdet = transform(x)
-        _, inverse_logabsdet = invert(transform, x, z)
+        z, logabsdet = run(transform, x, context)
+        _, inverse_logabsdet = invert(transform, x, z, context)
     assert logabsdet.shape == inverse_logabsdet.shape == (x.shape[0],)
     assert torch.allclose(logabsdet + inverse_logabsdet, torch.zeros_like(logabsdet), atol=1e-4)
 
@@ -243,11 +296,12 @@ def test_forward_and_inverse_logabsdets_cancel(case: Case):
 @pytest.mark.parametrize("case", CASES, ids=ids)
 def test_batch_size_one_agrees_with_batch(case: Case):
     transform = prepare(case)
-    x = inputs(case, batch_size=4)
+    x, context = inputs(case, batch_size=4), contexts(case, batch_size=4)
+    single = None if context is None else context[2:3]
     with torch.no_grad():
-        z, logabsdet = transform(x)
-        z_single, logabsdet_single = transform(x[2:3])
-        x_single, inverse_single = invert(transform, x[2:3], z_single)
+        z, logabsdet = run(transform, x, context)
+        z_single, logabsdet_single = run(transform, x[2:3], single)
+        x_single, inverse_single = invert(transform, x[2:3], z_single, single)
     assert logabsdet_single.shape == inverse_single.shape == (1,)
     assert torch.allclose(z_single, z[2:3], atol=1e-6)
     assert torch.allclose(logabsdet_single, logabsdet[2:3], atol=1e-5)
@@ -257,10 +311,10 @@ def test_batch_size_one_agrees_with_batch(case: Case):
 @pytest.mark.parametrize("case", CASES, ids=ids)
 def test_float64(case: Case):
     transform = prepare(case).double()
-    x = inputs(case, dtype=torch.float64)
+    x, context = inputs(case, dtype=torch.float64), contexts(case, dtype=torch.float64)
     with torch.no_grad():
-        z, logabsdet = transform(x)
-        x_back, inverse_logabsdet = invert(transform, x, z)
+        z, logabsdet = run(transform, x, context)
+        x_back, inverse_logabsdet = invert(transform, x, z, context)
     assert z.dtype == logabsdet.dtype == x_back.dtype == torch.float64
     assert (x_back - x).abs().max() <= 1e-10
     assert (logabsdet + inverse_logabsdet).abs().max() <= 1e-9
@@ -270,11 +324,12 @@ def test_float64(case: Case):
 def test_extreme_inputs_give_finite_outputs(case: Case):
     transform = prepare(case)
     x = case.extreme((4, *case.event_shape), torch.Generator().manual_seed(2))
+    context = None if case.context_features == 0 else 1e4 * contexts(case, batch_size=4)
     with torch.no_grad():
-        z, logabsdet = transform(x)
+        z, logabsdet = run(transform, x, context)
         assert torch.isfinite(z).all() and torch.isfinite(logabsdet).all()
         latent = case.extreme_latent(tuple(z.shape), torch.Generator().manual_seed(3))
-        x_back, inverse_logabsdet = invert(transform, x, latent)
+        x_back, inverse_logabsdet = invert(transform, x, latent, context)
         assert torch.isfinite(x_back).all() and torch.isfinite(inverse_logabsdet).all()
 
 
@@ -287,11 +342,12 @@ def test_state_dict_save_load_round_trip(case: Case):
     torch.save(transform.state_dict(), buffer)  # as flowlib.train checkpoints do: saved, then loaded weights-only
     buffer.seek(0)
     fresh.load_state_dict(torch.load(buffer, weights_only=True))
+    context = contexts(case)
     with torch.no_grad():
-        z, logabsdet = transform(x)
-        z_fresh, logabsdet_fresh = fresh(x)
-        x_back, _ = invert(transform, x, z)
-        x_back_fresh, _ = invert(fresh, x, z)
+        z, logabsdet = run(transform, x, context)
+        z_fresh, logabsdet_fresh = run(fresh, x, context)
+        x_back, _ = invert(transform, x, z, context)
+        x_back_fresh, _ = invert(fresh, x, z, context)
     assert torch.equal(z, z_fresh) and torch.equal(logabsdet, logabsdet_fresh)
     assert torch.equal(x_back, x_back_fresh)
 
@@ -301,7 +357,35 @@ def test_wrong_shape_raises_input_shape_error(case: Case):
     transform = prepare(case)
     bad = torch.randn(2, *case.bad_event_shape)
     with pytest.raises(InputShapeError, match="expects|needs"):
-        transform(bad)
+        run(transform, bad, contexts(case, batch_size=2))
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_batch_size_zero_gives_empty_outputs(case: Case):
+    transform = prepare(case)
+    x = inputs(case, batch_size=4)
+    context = contexts(case, batch_size=4)
+    with torch.no_grad():
+        z, logabsdet = run(transform, x, context)
+        empty = None if context is None else context[:0]
+        z_empty, logabsdet_empty = run(transform, x[:0], empty)
+        x_empty, inverse_empty = invert(transform, x[:0], z[:0], empty)
+    assert z_empty.shape == (0, *z.shape[1:]) and x_empty.shape == (0, *x.shape[1:])
+    assert logabsdet_empty.shape == inverse_empty.shape == (0,)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.context_features], ids=lambda c: c.name)
+def test_conditional_transforms_use_the_context_and_check_it(case: Case):
+    transform = prepare(case)
+    x, context = inputs(case), contexts(case)
+    with torch.no_grad():
+        z, logabsdet = run(transform, x, context)
+        z_other, logabsdet_other = run(transform, x, contexts(case, seed=9))
+    assert not torch.allclose(z, z_other) or not torch.allclose(logabsdet, logabsdet_other)
+    with pytest.raises(ValueError, match="context"):
+        transform(x)  # built with a context: leaving it out is refused
+    with pytest.raises(ValueError, match="context"):
+        run(transform, x, context[:, :-1])  # wrong number of context features
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids)
@@ -336,14 +420,16 @@ def test_masks():
         (lambda: AdditiveCoupling(half_mask(4), MLP(4, 4, 8)), (4,)),
         (lambda: AffineCoupling(checkerboard_mask(2, 4, 4), ConvNet(2, 4, 8, 1)), (2, 4, 4)),
         (lambda: PIECoupling(channel_mask(4, 2, 2), ConvNet(4, 8, 8, 1), ConvNet(4, 8, 8, 1)), (4, 2, 2)),
+        (lambda: RationalQuadraticCoupling(half_mask(4), MLP(4, 4 * 23, 8)), (4,)),
+        (lambda: MaskedAutoregressive(4, hidden_features=8), (4,)),
     ],
-    ids=["additive", "affine", "pie"],
+    ids=["additive", "affine", "pie", "spline", "maf"],
 )
 def test_zero_initialised_couplings_start_as_identity(build, shape):
     layer = build()
     x = torch.randn(3, *shape)
     z, logabsdet = layer(x)
-    assert torch.equal(z, x) and torch.equal(logabsdet, torch.zeros(3))
+    assert torch.allclose(z, x, atol=1e-6) and torch.allclose(logabsdet, torch.zeros(3), atol=1e-6)
 
 
 def test_coupling_keeps_masked_part_and_bounds_scales():
@@ -375,6 +461,60 @@ def test_coupling_wrong_channels_message_names_expected_shape():
     layer = AffineCoupling(checkerboard_mask(3, 4, 4), ConvNet(3, 6, 8, 1))
     with pytest.raises(InputShapeError, match=r"\(B, 3, 4, 4\).*\(2, 1, 4, 4\)"):
         layer(torch.randn(2, 1, 4, 4))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Splines and autoregressive layers
+
+
+def test_spline_is_monotonic_maps_the_interval_onto_itself_and_has_identity_tails():
+    from flowlib.transforms import rational_quadratic_spline
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.linspace(-5, 5, 2001, dtype=torch.float64)
+    raw = [3 * torch.randn(7, generator=generator, dtype=torch.float64).expand(len(x), -1) for _ in range(2)]
+    derivatives = 3 * torch.randn(6, generator=generator, dtype=torch.float64).expand(len(x), -1)
+    y, log_derivative = rational_quadratic_spline(x, *raw, derivatives, tail_bound=3.0)
+    assert (y.diff() > 0).all()
+    outside = x.abs() > 3
+    assert torch.equal(y[outside], x[outside]) and (log_derivative[outside] == 0).all()
+    edges, _ = rational_quadratic_spline(torch.tensor([-3.0, 3.0], dtype=torch.float64),
+                                         *[r[:2] for r in raw], derivatives[:2], tail_bound=3.0)
+    assert torch.allclose(edges, torch.tensor([-3.0, 3.0], dtype=torch.float64))
+    points = x[x.abs() != 3].clone().requires_grad_()  # (the clamp at the two edges has a one-sided gradient)
+    rows = [r[: len(points)] for r in (*raw, derivatives)]
+    (slope,) = torch.autograd.grad(rational_quadratic_spline(points, *rows)[0].sum(), points)
+    # element-wise, so the sum's gradient is dg/dx
+    assert torch.allclose(slope.log(), log_derivative[x.abs() != 3], atol=1e-9)
+    with pytest.raises(ValueError, match="K - 1 derivatives"):
+        rational_quadratic_spline(x, raw[0], raw[1], derivatives[:, :3])
+
+
+def test_spline_conditioner_with_wrong_output_size_is_reported():
+    layer = RationalQuadraticCoupling(half_mask(4), MLP(4, 8, 8), num_bins=4)  # needs 4 x 11 = 44 outputs
+    with pytest.raises(ValueError, match=r"\(3, 44\).*11 = 3 x 4 - 1"):
+        layer(torch.randn(3, 4))
+    with pytest.raises(ValueError, match="num_bins"):
+        RationalQuadraticCoupling(half_mask(4), MLP(4, 8, 8), num_bins=1)
+
+
+def test_maf_jacobian_is_triangular_and_sampling_direction_is_sequential():
+    torch.manual_seed(0)
+    layer = MaskedAutoregressive(5, hidden_features=12).double()
+    with torch.no_grad():
+        layer.made.output[-1].weight.normal_()
+        layer.made.output[-1].bias.normal_()
+    x = torch.randn(5, dtype=torch.float64)
+    jacobian = torch.autograd.functional.jacobian(lambda v: layer(v.view(1, 5))[0][0], x)
+    assert torch.equal(jacobian.triu(1), torch.zeros(5, 5, dtype=torch.float64))  # u_i depends on x_<=i only
+    assert (jacobian.diagonal() != 0).all()
+    with pytest.raises(ValueError, match="at least num_features - 1"):
+        MaskedAutoregressive(5, hidden_features=3)
+
+
+def test_conditioners_without_context_refuse_one():
+    with pytest.raises(ValueError, match="built without context"):
+        AffineCoupling(half_mask(4), MLP(4, 8, 8))(torch.randn(2, 4), context=torch.randn(2, 3))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -440,6 +580,42 @@ def test_actnorm_eval_before_init_is_identity_and_tiny_batch_is_refused():
     assert torch.equal(layer(x)[0], x)
     with pytest.raises(ValueError, match="at least 2 values"):
         ActNorm(2).train()(x)
+
+
+def test_actnorm_refuses_a_first_batch_with_nan_and_initialises_on_the_next():
+    layer = ActNorm(2)
+    x = torch.randn(16, 2)
+    poisoned = x.clone()
+    poisoned[3, 1] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        layer(poisoned)
+    assert not bool(layer.initialized)
+    assert torch.isfinite(layer.bias).all() and torch.isfinite(layer.log_scale).all()
+    z, logabsdet = layer(x)  # a clean batch initialises it
+    assert bool(layer.initialized) and torch.isfinite(z).all() and torch.isfinite(logabsdet).all()
+
+
+def _refuse_host_reads():
+    """Make any ``bool(tensor)`` (a host synchronisation on a GPU) fail inside the block."""
+    return mock.patch.object(torch.Tensor, "__bool__", side_effect=AssertionError("host read of a tensor"))
+
+
+def test_actnorm_reads_its_initialized_buffer_only_until_it_is_initialised():
+    layer = ActNorm(3)
+    x = torch.randn(8, 3, 2, 2)
+    layer(x)
+    with _refuse_host_reads():
+        layer(x)  # training mode, already initialised: no host read
+    loaded = ActNorm(3)
+    loaded.load_state_dict(layer.state_dict())
+    loaded(x)  # reads the loaded buffer once...
+    with _refuse_host_reads():
+        z, _ = loaded(x)  # ...and never again
+    assert torch.equal(z, layer(x)[0])
+    fresh = ActNorm(3)
+    fresh.load_state_dict(ActNorm(3).state_dict())  # an uninitialised checkpoint initialises on its first batch
+    fresh(5.0 + x)
+    assert bool(fresh.initialized) and not torch.equal(fresh.bias, torch.zeros(3))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -509,6 +685,24 @@ def test_logit_edges_and_domain():
         layer(torch.tensor([[1.5]]))
     with pytest.raises(ValueError, match="alpha"):
         Logit(alpha=0.5)
+
+
+def test_logit_domain_check_catches_nan():
+    layer = Logit(alpha=0.05)
+    with pytest.raises(InputOutsideDomainError, match="NaN"):
+        layer(torch.tensor([[0.5, float("nan")]]))
+    with pytest.raises(InputOutsideDomainError):
+        layer(torch.tensor([[-0.1, 0.5]]))
+
+
+def test_logit_domain_check_can_be_switched_off():
+    x = torch.tensor([[0.25, 0.75]])
+    with _refuse_host_reads():
+        y, _ = Logit(alpha=0.05, check_domain=False)(x)  # no host read in the forward pass
+    assert torch.equal(y, Logit(alpha=0.05)(x)[0])
+    y, logabsdet = Logit(alpha=0.05, check_domain=False)(torch.tensor([[float("nan"), 2.0]]))
+    assert not torch.isfinite(logabsdet).any()  # unchecked: NaN goes through, to be caught as a non-finite loss
+    assert "check_domain=False" in repr(Logit(check_domain=False))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -1,26 +1,26 @@
 """Quantised probability tables for the rANS coders, and escape coding of values outside a table's range.
 
 An entropy coder needs integer frequencies that sum to exactly ``2**precision`` and are ``>= 1`` for every symbol
-that can occur. All functions here are vectorised over rows (one table per symbol) and use only elementwise
-float64 math and sequential scans (``cumsum``, ``maximum.accumulate``) whose result does not depend on the number
-of threads, so the encoder and the decoder build bit-identical tables from the same (already quantised)
-parameters. Across machines, ``np.exp`` may differ in the last bit on different CPUs/NumPy builds; a table entry
-can then change only if a value lands within one rounding error of a rounding boundary, so decode on the same
-platform as encode when bit-exactness across machines matters.
+that can occur. :func:`quantize_pmf` makes them from any probabilities; it uses only elementwise float64 math and
+sequential scans (``cumsum``, ``maximum.accumulate``), whose result does not depend on the number of threads.
 
-Quantisation rule (shared by every function here): with ``M = 2**precision`` and ``r_k`` the number of supported
-symbols before cumulative entry ``k`` (``n = r_K`` in all), the target ``t_k = round(F_k * M)`` of the float CDF
-``F`` is clipped to ``[r_k, M - (n - r_k)]`` (room for one slot per supported symbol on either side), and the table
-is ``c_k = max_{j <= k}(t_j - r_j) + r_k``. Then ``c_0 = 0``, ``c_K = M`` and every supported symbol gets
+Quantisation rule of :func:`quantize_pmf`: with ``M = 2**precision`` and ``r_k`` the number of supported symbols
+before cumulative entry ``k`` (``n = r_K`` in all), the target ``t_k = round(F_k * M)`` of the float CDF ``F`` is
+clipped to ``[r_k, M - (n - r_k)]`` (room for one slot per supported symbol on either side), and the table is
+``c_k = max_{j <= k}(t_j - r_j) + r_k``. Then ``c_0 = 0``, ``c_K = M`` and every supported symbol gets
 ``c_{k+1} - c_k >= 1``; where no clipping happens, ``c`` is just the rounded CDF. Per symbol this costs on the order
-of ``n / M`` bits more than the float model (``257 / 2**24``, about 0.00002 bits, at precision 24, which is why IDF
-and the book use precision 24; at precision 16 it is about 0.005 bits).
+of ``n / M`` bits more than the float model.
+
+The discretized logistic tables (:func:`discretized_logistic_cdf_table`,
+:func:`discretized_logistic_mixture_cdf_table`) come from :mod:`flowlib.coding.logistic`, which computes every
+entry in integer arithmetic from parameters rounded to multiples of ``2^-12``: the same table on every machine.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from flowlib.coding.logistic import LogisticMixtures
 from flowlib.coding.rans import CorruptStreamError, ScalarRANS, VectorRANS, _check_precision
 
 __all__ = [
@@ -31,13 +31,14 @@ __all__ = [
     "discretized_logistic_cdf_table",
     "discretized_logistic_mixture_cdf_table",
     "pop_with_escape",
+    "pop_escapes",
+    "push_escapes",
     "push_with_escape",
     "quantize_pmf",
 ]
 
 ESCAPE_LIMIT = 1 << 62  # escaped values must satisfy |value| <= ESCAPE_LIMIT
 MIN_LOG_SCALE, MAX_LOG_SCALE = -20.0, 20.0  # log-scales are clipped here (tables saturate long before)
-_BLOCK_ELEMENTS = 1 << 15  # table functions work in cache-sized blocks of about this many float64 entries
 
 
 def quantize_pmf(pmf: np.ndarray, precision: int) -> np.ndarray:
@@ -96,55 +97,6 @@ def _quantize_cdf(cdf: np.ndarray, rank: np.ndarray, total: int) -> np.ndarray:
     return np.maximum.accumulate(target - rank, axis=-1) + rank
 
 
-def _sigmoid_(z: np.ndarray) -> np.ndarray:
-    """``z <- 1 / (1 + exp(-z))`` in place (exp may overflow to inf, giving exactly 0)."""
-    np.negative(z, out=z)
-    with np.errstate(over="ignore"):
-        np.exp(z, out=z)
-    z += 1.0
-    return np.reciprocal(z, out=z)
-
-
-def _tables_from_cdf(cdf_fn, count: int, low: int, high: int, precision: int) -> np.ndarray:
-    """Quantised tables (count, K+2) uint32 with an escape symbol of frequency 1 at index K.
-
-    ``cdf_fn(rows: slice, edges (K-1,), out (rows, K-1))`` writes the float CDF at the interior bin edges
-    ``low + 0.5, ..., high - 0.5`` into ``out``; the outer bins reach to -inf and +inf (CDF values 0 and 1).
-    """
-    precision = _check_precision(precision)
-    low, high = int(low), int(high)
-    alphabet = high - low + 1
-    if alphabet < 1 or max(abs(low), abs(high)) >= 1 << 31:
-        raise ValueError(f"need low <= high within +-2**31, got low={low}, high={high}")
-    total = 1 << precision
-    if alphabet + 1 > total:
-        raise ValueError(
-            f"{alphabet} values plus an escape symbol do not fit in 2**{precision} slots; raise the precision"
-        )
-    edges = low + 0.5 + np.arange(alphabet - 1, dtype=np.float64)
-    rank = np.arange(alphabet + 1, dtype=np.int64)
-    table = np.empty((count, alphabet + 2), dtype=np.uint32)
-    table[:, alphabet + 1] = total  # the escape symbol owns the last slot
-    block = max(1, _BLOCK_ELEMENTS // (alphabet + 1))
-    buffer = np.empty((min(block, count), alphabet + 1))
-    for first in range(0, count, block):
-        rows = slice(first, min(first + block, count))
-        cdf = buffer[: rows.stop - rows.start]
-        cdf[:, 0], cdf[:, alphabet] = 0.0, 1.0  # the outer bins reach to -inf and +inf
-        cdf_fn(rows, edges, cdf[:, 1:alphabet])
-        table[rows, : alphabet + 1] = _quantize_cdf(cdf, rank, total - 1)
-    return table
-
-
-def _as_float(name: str, value: np.ndarray, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    value = np.asarray(value, dtype=np.float64)
-    if shape is not None and value.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {value.shape}")
-    if not np.isfinite(value).all():
-        raise ValueError(f"{name} must be finite")
-    return value
-
-
 def discretized_logistic_cdf_table(
     mean: np.ndarray, log_scale: np.ndarray, low: int, high: int, precision: int
 ) -> np.ndarray:
@@ -154,7 +106,9 @@ def discretized_logistic_cdf_table(
     ``sigma((x + 0.5 - mean) / s) - sigma((x - 0.5 - mean) / s)``,
     ``s = exp(log_scale)`` (clipped to ``[MIN_LOG_SCALE, MAX_LOG_SCALE]``), the first and last bins extended to
     ``-inf`` and ``+inf`` as in IDF (Hoogeboom et al., 2019); symbol ``K`` (the escape, frequency 1) marks a value
-    outside ``[low, high]`` (see :func:`push_with_escape`).
+    outside ``[low, high]`` (see :func:`push_with_escape`). Means and log-scales are rounded to multiples of
+    ``2^-12`` and the entries computed in integer arithmetic (:mod:`flowlib.coding.logistic`), so every machine
+    builds the same table.
 
     Arguments:
         mean: (N,) float means, one distribution per symbol.
@@ -170,14 +124,8 @@ def discretized_logistic_cdf_table(
     mean = _as_float("mean", mean)
     if mean.ndim != 1:
         raise ValueError(f"mean must have shape (N,), got {mean.shape}")
-    inverse_scale = np.exp(-np.clip(_as_float("log_scale", log_scale, mean.shape), MIN_LOG_SCALE, MAX_LOG_SCALE))
-
-    def cdf(rows: slice, edges: np.ndarray, out: np.ndarray) -> None:
-        np.subtract(edges[None, :], mean[rows, None], out=out)
-        out *= inverse_scale[rows, None]
-        _sigmoid_(out)
-
-    return _tables_from_cdf(cdf, len(mean), low, high, precision)
+    mixtures = LogisticMixtures.from_floats(mean, _as_float("log_scale", log_scale, mean.shape))
+    return _tables(mixtures, low, high, precision)
 
 
 def discretized_logistic_mixture_cdf_table(
@@ -185,31 +133,37 @@ def discretized_logistic_mixture_cdf_table(
 ) -> np.ndarray:
     """Like :func:`discretized_logistic_cdf_table` for mixtures: ``means``, ``log_scales``, ``logit_weights`` (N, M).
 
-    The mixture CDF ``sum_m softmax(logit_weights)_m sigma((x - means_m) / s_m)`` is summed over components in a
-    fixed order, so the table is deterministic.
+    The mixture CDF is ``sum_m softmax(logit_weights)_m sigma((x - means_m) / s_m)``, its weights integers summing to
+    ``2^22`` (:func:`flowlib.coding.logistic.mixture_weights`).
     """
     means = _as_float("means", means)
     if means.ndim != 2 or means.shape[1] < 1:
         raise ValueError(f"means must have shape (N, M) with M >= 1 components, got {means.shape}")
-    inverse_scales = np.exp(-np.clip(_as_float("log_scales", log_scales, means.shape), MIN_LOG_SCALE, MAX_LOG_SCALE))
-    logits = _as_float("logit_weights", logit_weights, means.shape)
-    weights = np.exp(logits - logits.max(axis=1, keepdims=True))  # a max is exact in any order
-    normaliser = np.zeros(len(means))
-    for component in range(means.shape[1]):  # fixed summation order
-        normaliser += weights[:, component]
-    weights /= normaliser[:, None]
+    mixtures = LogisticMixtures.from_floats(
+        means, _as_float("log_scales", log_scales, means.shape), _as_float("logit_weights", logit_weights, means.shape)
+    )
+    return _tables(mixtures, low, high, precision)
 
-    def cdf(rows: slice, edges: np.ndarray, out: np.ndarray) -> None:
-        out[...] = 0.0
-        z = np.empty_like(out)
-        for component in range(means.shape[1]):
-            np.subtract(edges[None, :], means[rows, component, None], out=z)
-            z *= inverse_scales[rows, component, None]
-            _sigmoid_(z)
-            z *= weights[rows, component, None]
-            out += z
 
-    return _tables_from_cdf(cdf, len(means), low, high, precision)
+def _tables(mixtures: LogisticMixtures, low: int, high: int, precision: int) -> np.ndarray:
+    precision = _check_precision(precision)
+    low, high = int(low), int(high)
+    if high < low or max(abs(low), abs(high)) >= 1 << 31:
+        raise ValueError(f"need low <= high within +-2**31, got low={low}, high={high}")
+    size = high - low + 1
+    if size + 2 > 1 << precision:
+        raise ValueError(f"{size} values plus an escape symbol do not fit in 2**{precision} slots; raise the precision")
+    rows = np.arange(len(mixtures))
+    return mixtures.tables(rows, np.full(len(rows), low, dtype=np.int64), size, precision)
+
+
+def _as_float(name: str, value: np.ndarray, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    value = np.asarray(value, dtype=np.float64)
+    if shape is not None and value.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {value.shape}")
+    if not np.isfinite(value).all():
+        raise ValueError(f"{name} must be finite")
+    return value
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -221,23 +175,12 @@ def push_with_escape(coder: ScalarRANS | VectorRANS, values: np.ndarray, cdf: np
     """Push integer ``values`` (N,) with tables ``cdf`` (N, K+2) over ``low..high`` plus an escape symbol ``K``.
 
     A value outside ``[low, high]`` is coded as the escape symbol followed (in decoding order) by its distance
-    ``d >= 0`` beyond the range, raw: a uniform 4-bit header (side below/above, number of bytes 1..8) and the bytes of
-    ``d`` as uniform 8-bit symbols through the same coder. Values must satisfy ``|value| <= ESCAPE_LIMIT = 2**62``.
+    ``d >= 0`` beyond the range, raw (:func:`push_escapes`). Values must satisfy ``|value| <= ESCAPE_LIMIT = 2**62``.
     """
     values, alphabet = _check_escape_args(values, cdf, low, high)
     outside = (values < low) | (values > high)
+    push_escapes(coder, values[outside], low, high)
     symbols = np.where(outside, alphabet, values - low)
-    escaped = values[outside]
-    if escaped.size:
-        below = escaped < low
-        distance = np.where(below, low - 1 - escaped, escaped - high - 1).astype(np.uint64)  # in [0, 2**63)
-        index = np.arange(8)
-        shifts = (8 * index).astype(np.uint64)
-        num_bytes = 1 + ((distance[:, None] >> shifts[1:]) > 0).sum(axis=1)
-        raw = (distance[:, None] >> shifts) & np.uint64(0xFF)
-        # LIFO: push what is decoded last first: the raw bytes, then the headers, then the table symbols.
-        coder.push_uniform(raw[index[None, :] < num_bytes[:, None]].astype(np.int64), 8)
-        coder.push_uniform(below.astype(np.int64) * 8 + num_bytes - 1, 4)
     if isinstance(coder, ScalarRANS):
         coder.push_symbols(symbols, cdf)
     else:
@@ -251,20 +194,51 @@ def pop_with_escape(coder: ScalarRANS | VectorRANS, cdf: np.ndarray, low: int, h
     symbols = coder.pop_symbols(cdf) if isinstance(coder, ScalarRANS) else coder.pop(cdf)
     values = symbols + int(low)
     outside = np.flatnonzero(symbols == alphabet)
-    if outside.size:
-        headers = coder.pop_uniform(outside.size, 4)
-        below, num_bytes = headers >= 8, (headers & 7) + 1
-        raw = coder.pop_uniform(int(num_bytes.sum()), 8).astype(np.uint64)
-        offsets = np.cumsum(num_bytes) - num_bytes
-        index = np.arange(8)
-        present = index[None, :] < num_bytes[:, None]
-        gathered = np.where(present, raw[np.where(present, offsets[:, None] + index[None, :], 0)], np.uint64(0))
-        distance = (gathered << (8 * index).astype(np.uint64)).sum(axis=1)
-        if (distance > np.uint64(ESCAPE_LIMIT + (1 << 32))).any():  # beyond any escapable value
-            raise CorruptStreamError("an escaped value decodes outside the supported range: the stream is corrupt")
-        distance = distance.astype(np.int64)
-        values[outside] = np.where(below, int(low) - 1 - distance, int(high) + 1 + distance)
+    values[outside] = pop_escapes(coder, low, high, outside.size)
     return values
+
+
+def push_escapes(coder: ScalarRANS | VectorRANS, escaped: np.ndarray, low, high) -> None:
+    """Push the values ``escaped`` (n,) that lie outside their ranges ``[low, high]`` (scalars or (n,) arrays).
+
+    Each value's distance ``d >= 0`` beyond its range is coded raw: a uniform 4-bit header (side below/above,
+    number of bytes 1..8), then the bytes of ``d`` as uniform 8-bit symbols (all bytes pushed first, so the
+    headers are popped first). Costs ``4 + 8 * bytes`` bits per value. Pop with :func:`pop_escapes`.
+    """
+    escaped = np.asarray(escaped, dtype=np.int64)
+    if not escaped.size:
+        return
+    low, high = np.broadcast_to(low, escaped.shape), np.broadcast_to(high, escaped.shape)
+    below = escaped < low
+    distance = np.where(below, low - 1 - escaped, escaped - high - 1).astype(np.uint64)  # in [0, 2**63)
+    index = np.arange(8)
+    shifts = (8 * index).astype(np.uint64)
+    num_bytes = 1 + ((distance[:, None] >> shifts[1:]) > 0).sum(axis=1)
+    raw = (distance[:, None] >> shifts) & np.uint64(0xFF)
+    coder.push_uniform(raw[index[None, :] < num_bytes[:, None]].astype(np.int64), 8)
+    coder.push_uniform(below.astype(np.int64) * 8 + num_bytes - 1, 4)
+
+
+def pop_escapes(coder: ScalarRANS | VectorRANS, low, high, count: int | None = None) -> np.ndarray:
+    """Pop ``count`` values pushed by :func:`push_escapes` with the same ranges (``count`` defaults to the length
+    of ``low``); returns (count,) int64. Raises :class:`~flowlib.coding.rans.CorruptStreamError` for a distance beyond any escapable
+    value."""
+    count = len(low) if count is None else int(count)
+    if not count:
+        return np.zeros(0, dtype=np.int64)
+    low, high = np.broadcast_to(low, (count,)), np.broadcast_to(high, (count,))
+    headers = coder.pop_uniform(count, 4)
+    below, num_bytes = headers >= 8, (headers & 7) + 1
+    raw = coder.pop_uniform(int(num_bytes.sum()), 8).astype(np.uint64)
+    offsets = np.cumsum(num_bytes) - num_bytes
+    index = np.arange(8)
+    present = index[None, :] < num_bytes[:, None]
+    gathered = np.where(present, raw[np.where(present, offsets[:, None] + index[None, :], 0)], np.uint64(0))
+    distance = (gathered << (8 * index).astype(np.uint64)).sum(axis=1)
+    if (distance > np.uint64(ESCAPE_LIMIT + (1 << 32))).any():  # beyond any escapable value
+        raise CorruptStreamError("an escaped value decodes outside the supported range: the stream is corrupt")
+    distance = distance.astype(np.int64)
+    return np.where(below, low - 1 - distance, high + 1 + distance)
 
 
 def _alphabet(cdf: np.ndarray, low: int, high: int) -> int:
@@ -279,7 +253,7 @@ def _alphabet(cdf: np.ndarray, low: int, high: int) -> int:
 
 def _check_escape_args(values: np.ndarray, cdf: np.ndarray, low: int, high: int) -> tuple[np.ndarray, int]:
     values = np.asarray(values)
-    if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer):
+    if values.ndim != 1 or (values.size and not np.issubdtype(values.dtype, np.integer)):
         raise ValueError(f"values must be integers of shape (N,), got {values.dtype} {values.shape}")
     values = values.astype(np.int64)
     alphabet = _alphabet(np.asarray(cdf), low, high)

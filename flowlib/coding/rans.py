@@ -47,6 +47,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from flowlib.coding import compiled
+
 __all__ = [
     "MAX_PRECISION",
     "MIN_PRECISION",
@@ -239,17 +241,30 @@ class ScalarRANS:
         return self.pop_with(lookup)
 
     def push_symbols(self, symbols: np.ndarray, cdf: np.ndarray) -> None:
-        """Push ``symbols`` (N,) with one table row each ``cdf`` (N, K+1), last first, so pops return them in order."""
-        for symbol, row in zip(np.asarray(symbols)[::-1].tolist(), np.asarray(cdf)[::-1]):
-            self.push_symbol(symbol, row.tolist())
+        """Push ``symbols`` (N,) with one table row each ``cdf`` (N, K+1) (or one row (K+1,) for all), last first,
+        so pops return them in order."""
+        symbols = _as_integers("symbols", symbols)
+        rows = _table_rows(cdf, len(symbols))
+        for row in rows:  # every table first, so that a bad one leaves the coder untouched
+            _check_scalar_cdf(row.tolist(), self.precision)
+        for index in range(len(symbols) - 1, -1, -1):
+            self.push_symbol(int(symbols[index]), rows[min(index, len(rows) - 1)].tolist())
 
-    def pop_symbols(self, cdf: np.ndarray) -> np.ndarray:
-        """Pop one symbol per row of ``cdf`` (N, K+1); the inverse of :meth:`push_symbols`. Returns (N,) int64."""
-        return np.array([self.pop(row.tolist()) for row in np.asarray(cdf)], dtype=np.int64)
+    def pop_symbols(self, cdf: np.ndarray, count: int | None = None) -> np.ndarray:
+        """Pop one symbol per row of ``cdf`` (N, K+1) (or ``count`` symbols with one row (K+1,)); the inverse of
+        :meth:`push_symbols`. Returns (N,) int64."""
+        rows = _table_rows(cdf, count)
+        count = len(rows) if count is None else count
+        for row in rows:
+            _check_scalar_cdf(row.tolist(), self.precision)
+        return np.array([self.pop(rows[min(index, len(rows) - 1)].tolist()) for index in range(count)], dtype=np.int64)
 
     def push_uniform(self, values: np.ndarray, bits: int) -> None:
         """Push integers ``values`` (N,) in ``[0, 2**bits)`` with equal probabilities (``bits <= precision``)."""
         shift = _uniform_shift(bits, self.precision)
+        values = _as_integers("uniform values", values)
+        if values.size and (values.min() < 0 or values.max() >> bits):
+            raise ValueError(f"uniform values must lie in [0, 2**{bits}), got {values.min()}..{values.max()}")
         for value in np.asarray(values)[::-1].tolist():
             self.push(value << shift, 1 << shift)
 
@@ -289,6 +304,35 @@ def _check_scalar_cdf(cdf: Sequence[int], precision: int) -> None:
             f"a cdf table must start at 0 and end at 2**precision = {1 << precision}; got length {len(cdf)} with "
             f"ends {cdf[0] if len(cdf) else None} and {cdf[-1] if len(cdf) else None}"
         )
+    falls = [index for index in range(len(cdf) - 1) if cdf[index + 1] < cdf[index]]
+    if falls:
+        raise ValueError(
+            f"a cdf table must be non-decreasing, but entry {falls[0] + 1} ({cdf[falls[0] + 1]}) is below entry "
+            f"{falls[0]} ({cdf[falls[0]]}); build it as the cumulative sum of non-negative frequencies"
+        )
+
+
+def _as_integers(name: str, values: np.ndarray) -> np.ndarray:
+    """``values`` as a 1-d int64 array; refuses floats (which would be truncated silently) and other shapes."""
+    values = np.asarray(values)
+    if values.ndim != 1:
+        raise ValueError(f"{name} must have shape (N,), got {values.shape}")
+    if values.size and not np.issubdtype(values.dtype, np.integer):
+        raise ValueError(f"{name} must be integers, got dtype {values.dtype}; round or convert them first")
+    return values.astype(np.int64)
+
+
+def _table_rows(cdf: np.ndarray, count: int | None) -> np.ndarray:
+    """``cdf`` as a 2-d integer array of ``count`` rows or of one row (broadcast to every symbol)."""
+    cdf = np.asarray(cdf)
+    if cdf.ndim == 1:
+        cdf = cdf[None]
+    if cdf.ndim != 2 or cdf.shape[1] < 2 or (count is not None and cdf.shape[0] not in (count, 1)):
+        expected = f"({count}, K+1), (1, K+1) or (K+1,)" if count is not None else "(N, K+1)"
+        raise ValueError(f"cdf must have shape {expected} with K >= 1 symbols, got {cdf.shape}")
+    if cdf.size and not np.issubdtype(cdf.dtype, np.integer):
+        raise ValueError(f"cdf tables must be integers (quantise them with flowlib.coding.cdf), got {cdf.dtype}")
+    return cdf
 
 
 def _uniform_shift(bits: int, precision: int) -> int:
@@ -330,7 +374,7 @@ def _search_plan(alphabet: int) -> tuple[list[int], int]:
 
 
 class VectorRANS:
-    """rANS with ``num_lanes`` interleaved states updated together by NumPy; one shared stack of 32-bit words.
+    """rANS with ``num_lanes`` interleaved states updated together; one shared stack of 32-bit words.
 
     A call ``push(symbols, cdf)`` with ``N`` symbols gives symbol ``i`` to lane ``i % num_lanes``: the symbols form
     chunks of ``num_lanes`` (the last one shorter) that are pushed last chunk first, all lanes of a chunk at once.
@@ -338,8 +382,14 @@ class VectorRANS:
     first to last and hands the top words back to the same lanes, so it mirrors ``push`` exactly and returns the
     symbols of one call in their original order. Separate calls stack (last pushed, first popped).
 
-    Python loops run over chunks only (``N / num_lanes`` iterations); more lanes are faster but each lane that
-    received symbols costs about 5 bytes when the stream is flushed (see the module docstring).
+    The loops run compiled (Numba, :mod:`flowlib.coding.compiled`) when it is installed, else in NumPy over chunks
+    of ``num_lanes`` symbols (``N / num_lanes`` Python iterations); both write the same bytes. Each lane that
+    received symbols costs about 5 bytes when the stream is flushed (see the module docstring), so short messages
+    should use few lanes.
+
+    Every table is checked before it is used (rows non-decreasing from 0 to ``2**precision``, one row per symbol or
+    one row for all, the coded symbols of non-zero frequency): a bad table raises ``ValueError`` on push and on pop
+    instead of coding symbols that cannot be decoded. ``benchmarks/rans.py`` prints what the check costs.
 
     Arguments:
         num_lanes: number of interleaved rANS states.
@@ -371,45 +421,68 @@ class VectorRANS:
 
     # ---------------------------------------------------------------------------------------------- encoding
     def push(self, symbols: np.ndarray, cdf: np.ndarray) -> None:
-        """Encode ``symbols`` (N,) ints in ``[0, K)``, symbol ``i`` with table row ``cdf[i]`` (``cdf`` (N, K+1))."""
-        symbols = np.asarray(symbols)
-        cdf = self._check_cdf(cdf, len(symbols) if symbols.ndim == 1 else -1)
-        if symbols.ndim != 1:
-            raise ValueError(f"symbols must have shape (N,), got {symbols.shape}")
-        if not len(symbols):
-            return
-        if not np.issubdtype(symbols.dtype, np.integer):
-            raise ValueError(f"symbols must be integers, got dtype {symbols.dtype}")
+        """Encode ``symbols`` (N,) ints in ``[0, K)``, symbol ``i`` with table row ``cdf[i]`` (``cdf`` (N, K+1)), or
+        all of them with one row (``cdf`` (K+1,) or (1, K+1)). A bad table raises ``ValueError`` and pushes nothing."""
+        symbols = _as_integers("symbols", symbols)
+        cdf = _contiguous_rows(cdf, len(symbols))
         alphabet = cdf.shape[1] - 1
-        if symbols.min() < 0 or symbols.max() >= alphabet:
+        if symbols.size and (symbols.min() < 0 or symbols.max() >= alphabet):
             raise ValueError(
                 f"symbols must lie in the table's alphabet 0..{alphabet - 1}, got {symbols.min()}..{symbols.max()}"
             )
-        rows = np.arange(len(symbols))
-        symbols = symbols.astype(np.int64)
+        rows = np.arange(len(symbols)) if len(cdf) > 1 else np.zeros(len(symbols), dtype=np.int64)
+        if compiled.enabled():  # each row is checked as it is used (one pass over the tables), else all first
+            if len(cdf) == 1:
+                self.check_tables(cdf, None)
+            self._reserve(len(symbols))
+            saved = self._state.copy(), self._top
+            self._top, error, index = _push_table_compiled(
+                self._state, self._stack, self._top, cdf, rows, symbols, self.precision, len(cdf) > 1
+            )
+            if error:
+                self._state, self._top = saved
+                self.check_tables(cdf, None)  # raises, saying what is wrong with the table
+                raise _zero_frequency(symbols, index)
+            return
+        self.check_tables(cdf, len(symbols))
         starts = cdf[rows, symbols].astype(np.uint64)
         ends = cdf[rows, symbols + 1].astype(np.uint64)
         zero = np.flatnonzero(ends <= starts)
         if zero.size:
-            raise ValueError(
-                f"symbol {int(symbols[zero[0]])} at position {int(zero[0])} has frequency 0 in its table and cannot be "
-                "coded; quantise tables with quantize_pmf (every supported symbol gets frequency >= 1)"
-            )
+            raise _zero_frequency(symbols, zero[0])
         self._push_intervals(starts, ends - starts)
+
+    def push_intervals(self, starts: np.ndarray, frequencies: np.ndarray) -> None:
+        """Encode symbols given by their intervals: symbol ``i`` owns slots ``[starts[i], starts[i] + frequencies[i])``
+        of ``[0, 2**precision)`` (N,) (for models that compute the two table entries a symbol needs directly)."""
+        starts, frequencies = _as_integers("starts", starts), _as_integers("frequencies", frequencies)
+        if starts.shape != frequencies.shape:
+            raise ValueError(f"starts and frequencies must have one shape, got {starts.shape}, {frequencies.shape}")
+        total = 1 << self.precision
+        if starts.size and (starts.min() < 0 or frequencies.min() < 1 or (starts + frequencies).max() > total):
+            raise ValueError(
+                f"every interval needs start >= 0, frequency >= 1 and start + frequency <= 2**{self.precision}"
+            )
+        self._push_intervals(starts.astype(np.uint64), frequencies.astype(np.uint64))
 
     def push_uniform(self, values: np.ndarray, bits: int) -> None:
         """Encode integers ``values`` (N,) in ``[0, 2**bits)`` with equal probabilities (``bits <= precision``)."""
         shift = _uniform_shift(bits, self.precision)
-        values = np.asarray(values, dtype=np.int64)
+        values = _as_integers("uniform values", values)
         if values.size and (values.min() < 0 or values.max() >> bits):
-            raise ValueError(f"uniform values must lie in [0, 2**{bits})")
+            raise ValueError(f"uniform values must lie in [0, 2**{bits}), got {values.min()}..{values.max()}")
         self._push_intervals(values.astype(np.uint64) << np.uint64(shift), np.full(len(values), 1 << shift, np.uint64))
 
     def _push_intervals(self, starts: np.ndarray, frequencies: np.ndarray) -> None:
         """Encode intervals ``(starts, frequencies)`` (N,) uint64, chunk by chunk, last chunk first."""
+        self._reserve(len(starts))  # every push moves at most one word to the stack
+        if compiled.enabled():
+            self._top = _push_intervals_compiled(
+                self._state, self._stack, self._top, starts, frequencies, self.precision
+            )
+            return
         count, lanes, precision = len(starts), self.num_lanes, np.uint64(self.precision)
         x_max = frequencies << np.uint64(_STATE_BITS - 1 - self.precision)  # renormalisation thresholds
-        self._reserve(count)  # every push moves at most one word to the stack
         stack, top, state = self._stack, self._top, self._state
         word_bits = np.uint64(WORD_BITS)
 
@@ -444,10 +517,37 @@ class VectorRANS:
             self._stack = grown
 
     # ---------------------------------------------------------------------------------------------- decoding
-    def pop(self, cdf: np.ndarray) -> np.ndarray:
-        """Decode one symbol per row of ``cdf`` (N, K+1), the tables they were pushed with; returns (N,) int64."""
-        cdf = self._check_cdf(cdf, -1)
-        count, width = cdf.shape  # width = K + 1 entries per row
+    def pop(self, cdf: np.ndarray, count: int | None = None, rows: np.ndarray | None = None) -> np.ndarray:
+        """Decode one symbol per row of ``cdf`` (N, K+1), the tables they were pushed with; or ``count`` symbols with
+        one row (``cdf`` (K+1,) or (1, K+1)); or one symbol per entry of ``rows`` (n,), symbol ``i`` with the row
+        ``cdf[rows[i]]`` (tables shared by many symbols). Returns (N,) int64. A bad table raises ``ValueError`` and
+        leaves the coder as it was."""
+        if rows is not None:
+            rows = _as_integers("rows", rows)
+            cdf = _contiguous_rows(cdf, None)
+            if rows.size and (rows.min() < 0 or rows.max() >= len(cdf)):
+                raise ValueError(f"rows must index the {len(cdf)} rows of cdf, got {rows.min()}..{rows.max()}")
+        else:
+            cdf = _contiguous_rows(cdf, count)
+            count = len(cdf) if count is None else int(count)
+            rows = np.arange(count) if len(cdf) > 1 else np.zeros(count, dtype=np.int64)
+        count = len(rows)
+        shared = len(cdf) < count or not np.array_equal(rows, np.arange(count))  # rows used more than once
+        if compiled.enabled():  # each row is checked as it is used (one pass over the tables), else all first
+            if shared:
+                self.check_tables(cdf, None)
+            saved, symbols = (self._state.copy(), self._top), np.empty(count, dtype=np.int64)
+            top, error = _pop_table_compiled(
+                self._state, self._stack, self._top, cdf, rows, self.precision, not shared, symbols
+            )
+            if error:
+                self._state, self._top = saved
+                self.check_tables(cdf, None)  # raises, saying what is wrong with the table
+                raise CorruptStreamError(_OUT_OF_WORDS)
+            self._top = top
+            return symbols
+        self.check_tables(cdf, None)
+        width = cdf.shape[1]  # K + 1 entries per row
         flat, following = cdf.reshape(-1), cdf.reshape(-1)[1:]  # following[i] = flat[i + 1]
         # Each lane searches its own row for the symbol s = the number of entries 1..K-1 that are <= slot, as
         # _search_plan describes; ``position`` is the flat index of cdf[row, pos]. Every index stays inside its row,
@@ -455,7 +555,7 @@ class VectorRANS:
         strides, fine = _search_plan(width - 1)
         shifted = [(flat[stride:], np.int64(stride)) for stride in strides]  # flat[stride:][i] = flat[i + stride]
         fine_offsets = np.arange(1, fine, dtype=np.int64)[:, None]
-        row_starts = np.arange(count, dtype=np.int64) * width
+        row_starts = rows * width
         positions = row_starts.copy()  # ends as the flat index of each symbol's start, cdf[i, s_i]
         buffers = {}
 
@@ -493,7 +593,10 @@ class VectorRANS:
 
     def pop_uniform(self, count: int, bits: int) -> np.ndarray:
         """Decode ``count`` integers pushed by :meth:`push_uniform`; returns (count,) int64."""
-        shift = np.uint64(_uniform_shift(bits, self.precision))
+        shift = _uniform_shift(bits, self.precision)
+        if compiled.enabled():
+            return self.pop_compiled(_pop_uniform_compiled, int(count), shift, self.precision)
+        shift = np.uint64(shift)
         frequency = np.uint64(1) << shift
         symbols = np.empty(int(count), dtype=np.int64)
 
@@ -503,6 +606,18 @@ class VectorRANS:
             return symbol << shift, frequency
 
         self._pop_intervals(int(count), find, np.dtype(np.uint64))
+        return symbols
+
+    def pop_compiled(self, kernel: Callable, count: int, *arguments) -> np.ndarray:
+        """Pop ``count`` symbols with a compiled loop ``kernel(state, stack, top, *arguments, symbols) -> top`` (-1
+        when the stack runs out of words, which raises :class:`CorruptStreamError` and leaves the coder as it was),
+        as the kernels of this package do; returns the symbols (count,) int64."""
+        symbols, saved = np.empty(count, dtype=np.int64), self._state.copy()
+        top = kernel(self._state, self._stack, self._top, *arguments, symbols)
+        if top < 0:
+            self._state = saved
+            raise CorruptStreamError(_OUT_OF_WORDS)
+        self._top = top
         return symbols
 
     def _pop_intervals(self, count: int, find: Callable, slot_dtype: np.dtype) -> None:
@@ -528,10 +643,7 @@ class VectorRANS:
             moved = np.count_nonzero(need)
             if moved:
                 if moved > top:
-                    raise CorruptStreamError(
-                        "the stream ran out of words while decoding: it is truncated, corrupt, or decoded with other "
-                        "tables or num_lanes"
-                    )
+                    raise CorruptStreamError(_OUT_OF_WORDS)
                 x[need] = (x[need] << word_bits) | stack[top - moved : top]
                 top -= moved
             return x, top
@@ -567,18 +679,190 @@ class VectorRANS:
         coder._stack, coder._top = words, len(words)
         return coder
 
-    def _check_cdf(self, cdf: np.ndarray, count: int) -> np.ndarray:
-        cdf = np.ascontiguousarray(cdf)
-        if cdf.ndim != 2 or cdf.shape[1] < 2 or (count >= 0 and cdf.shape[0] != count):
-            expected = f"({count}, K+1)" if count >= 0 else "(N, K+1)"
-            raise ValueError(f"cdf must have shape {expected} with K >= 1 symbols, got {cdf.shape}")
-        if not np.issubdtype(cdf.dtype, np.integer):
-            raise ValueError(f"cdf tables must be integers (quantise them with flowlib.coding.cdf), got {cdf.dtype}")
+    def check_tables(self, cdf: np.ndarray, count: int | None) -> np.ndarray:
+        """``cdf`` as a contiguous integer array of ``count`` rows (or one row for all), after checking that every row
+        runs non-decreasingly from 0 to ``2**precision``; raises ``ValueError`` saying what is wrong otherwise.
+
+        Costs one pass over the tables. :meth:`push` and :meth:`pop` run it (the compiled loops check each row as they
+        use it instead); ``benchmarks/rans.py`` prints its share of the coding time.
+        """
+        cdf = _contiguous_rows(cdf, count)
         total = 1 << self.precision
-        if len(cdf) and ((cdf[:, 0] != 0).any() or (cdf[:, -1] != total).any()):
+        if compiled.enabled() and cdf.size:
+            bad = _first_invalid_row_compiled(cdf, total)
+        elif cdf.size:
+            valid = (cdf[:, 0] == 0) & (cdf[:, -1] == total) & (cdf[:, 1:] >= cdf[:, :-1]).all(axis=1)
+            bad = int(np.argmin(valid)) if not valid.all() else -1
+        else:
+            bad = -1
+        if bad >= 0:
+            row = cdf[bad]
+            if row[0] != 0 or row[-1] != total:
+                raise ValueError(
+                    f"every cdf row must start at 0 and end at 2**precision = {total}, but row {bad} runs from "
+                    f"{row[0]} to {row[-1]}; build tables with the same precision as the coder ({self.precision})"
+                )
+            fall = int(np.argmax(row[1:] < row[:-1]))
             raise ValueError(
-                f"every cdf row must start at 0 and end at 2**precision = {total}; build tables with the same "
-                f"precision "
-                f"as the coder ({self.precision})"
+                f"cdf row {bad} is not non-decreasing: entry {fall + 1} ({row[fall + 1]}) is below entry {fall} "
+                f"({row[fall]}); a table is the cumulative sum of non-negative frequencies"
             )
         return cdf
+
+
+def _contiguous_rows(cdf: np.ndarray, count: int | None) -> np.ndarray:
+    """:func:`_table_rows` as a C-contiguous array the compiled loops can compare with int64 slots (uint64 entries
+    would turn those comparisons into floats; a valid table fits int64)."""
+    cdf = _table_rows(cdf, count)
+    return np.ascontiguousarray(cdf.astype(np.int64) if cdf.dtype == np.uint64 else cdf)
+
+
+def _zero_frequency(symbols: np.ndarray, position: int) -> ValueError:
+    return ValueError(
+        f"symbol {int(symbols[position])} at position {int(position)} has frequency 0 in its table and cannot be "
+        "coded; quantise tables with quantize_pmf (every supported symbol gets frequency >= 1)"
+    )
+
+
+_OUT_OF_WORDS = (
+    "the stream ran out of words while decoding: it is truncated, corrupt, or decoded with other tables or num_lanes"
+)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Compiled loops (used when Numba is installed; the same steps as the NumPy code above, lane by lane)
+# --------------------------------------------------------------------------------------------------------------
+
+_LOWER = np.uint64(RANS_LOWER_BOUND)
+_WORD_SHIFT = np.uint64(WORD_BITS)
+_LOW_WORD = np.uint64(_WORD_MASK)
+
+
+@compiled.jit
+def _push_intervals_compiled(state, stack, top, starts, frequencies, precision):  # pragma: no cover - compiled
+    """``VectorRANS._push_intervals`` lane by lane: chunks last to first, a chunk's lanes upwards (so renormalising
+    lanes put their words on the stack in lane order). Returns the new stack height."""
+    lanes, count = state.shape[0], starts.shape[0]
+    shift, bits = np.uint64(63 - precision), np.uint64(precision)
+    for chunk in range((count + lanes - 1) // lanes - 1, -1, -1):
+        first = chunk * lanes
+        for lane in range(min(lanes, count - first)):
+            x, frequency = state[lane], frequencies[first + lane]
+            if x >= frequency << shift:
+                stack[top] = x & _LOW_WORD
+                top += 1
+                x >>= _WORD_SHIFT
+            state[lane] = ((x // frequency) << bits) + x % frequency + starts[first + lane]
+    return top
+
+
+@compiled.jit
+def _pop_step(state, stack, top, lane, slot, start, frequency, precision):  # pragma: no cover - compiled
+    """Undo one push on ``lane`` whose symbol owns ``[start, start + frequency)``; returns the new stack height or -1
+    when a word is needed and none is left."""
+    x = np.uint64(frequency) * (state[lane] >> np.uint64(precision)) + np.uint64(slot - start)
+    if x < _LOWER:
+        if top == 0:
+            return -1
+        top -= 1
+        x = (x << _WORD_SHIFT) | np.uint64(stack[top])
+    state[lane] = x
+    return top
+
+
+@compiled.jit
+def _row_is_valid(cdf, row, total):  # pragma: no cover - compiled
+    """Whether row ``row`` of ``cdf`` runs non-decreasingly from 0 to ``total``."""
+    last = cdf.shape[1] - 1
+    falls = cdf[row, 0] != 0 or cdf[row, last] != total
+    for index in range(last):
+        falls |= cdf[row, index + 1] < cdf[row, index]
+    return not falls
+
+
+@compiled.jit
+def _push_table_compiled(state, stack, top, cdf, rows, symbols, precision, check):  # pragma: no cover - compiled
+    """``VectorRANS.push``: the intervals of ``symbols`` read from their rows (each row checked first if ``check``)
+    and pushed as :func:`_push_intervals_compiled` does. Returns ``(top, error, index)``: error 1 for an invalid
+    row, 2 for a symbol of frequency 0, at symbol ``index`` (the caller restores the coder and explains)."""
+    lanes, count, total = state.shape[0], symbols.shape[0], 1 << precision
+    shift, bits = np.uint64(63 - precision), np.uint64(precision)
+    for chunk in range((count + lanes - 1) // lanes - 1, -1, -1):
+        first = chunk * lanes
+        for lane in range(min(lanes, count - first)):
+            item = first + lane
+            row, symbol = rows[item], symbols[item]
+            if check and not _row_is_valid(cdf, row, total):
+                return top, 1, item
+            start, end = np.int64(cdf[row, symbol]), np.int64(cdf[row, symbol + 1])
+            if end <= start:
+                return top, 2, item
+            x, frequency = state[lane], np.uint64(end - start)
+            if x >= frequency << shift:
+                stack[top] = x & _LOW_WORD
+                top += 1
+                x >>= _WORD_SHIFT
+            state[lane] = ((x // frequency) << bits) + x % frequency + np.uint64(start)
+    return top, 0, 0
+
+
+@compiled.jit
+def _pop_table_compiled(state, stack, top, cdf, rows, precision, check, symbols):  # pragma: no cover - compiled
+    """``VectorRANS.pop`` lane by lane: chunks first to last, a chunk's lanes downwards (so the top word goes back to
+    the highest lane that needs one, as in the vectorised pop). The lanes of a chunk check their rows (if
+    ``check``), then search them together, one halving step at a time without branches (the symbol is the last
+    entry ``<= slot``), so that the memory reads of different lanes overlap. Returns ``(top, error)``: error 1 for
+    an invalid row or a stack that ran out of words (the caller restores the coder and explains)."""
+    lanes, count, alphabet, total = state.shape[0], symbols.shape[0], cdf.shape[1] - 1, 1 << precision
+    mask = np.uint64(total - 1)
+    slots, positions = np.empty(lanes, dtype=np.int64), np.empty(lanes, dtype=np.int64)
+    for first in range(0, count, lanes):
+        width = min(lanes, count - first)
+        for lane in range(width):
+            if check and not _row_is_valid(cdf, rows[first + lane], total):
+                return top, 1
+            slots[lane], positions[lane] = np.int64(state[lane] & mask), 0
+        remaining = alphabet  # the symbol lies in positions .. positions + remaining - 1
+        while remaining > 1:
+            half = remaining >> 1
+            for lane in range(width):
+                positions[lane] += half * (cdf[rows[first + lane], positions[lane] + half] <= slots[lane])
+            remaining -= half
+        for lane in range(width - 1, -1, -1):
+            row, symbol = rows[first + lane], positions[lane]
+            start = np.int64(cdf[row, symbol])
+            top = _pop_step(state, stack, top, lane, slots[lane], start, np.int64(cdf[row, symbol + 1]) - start,
+                            precision)
+            if top < 0:
+                return top, 1
+            symbols[first + lane] = symbol
+    return top, 0
+
+
+@compiled.jit
+def _pop_uniform_compiled(state, stack, top, shift, precision, symbols):  # pragma: no cover - compiled
+    """``VectorRANS.pop_uniform`` lane by lane."""
+    lanes, count, mask = state.shape[0], symbols.shape[0], np.uint64((1 << precision) - 1)
+    for first in range(0, count, lanes):
+        for lane in range(min(lanes, count - first) - 1, -1, -1):
+            slot = np.int64(state[lane] & mask)
+            symbol = slot >> shift
+            top = _pop_step(state, stack, top, lane, slot, symbol << shift, np.int64(1) << shift, precision)
+            if top < 0:
+                return -1
+            symbols[first + lane] = symbol
+    return top
+
+
+@compiled.jit
+def _first_invalid_row_compiled(cdf, total):  # pragma: no cover - compiled
+    """Index of the first row of ``cdf`` that does not run non-decreasingly from 0 to ``total``, or -1."""
+    for row in range(cdf.shape[0]):
+        if cdf[row, 0] != 0 or cdf[row, cdf.shape[1] - 1] != total:
+            return row
+        falls = False
+        for index in range(cdf.shape[1] - 1):
+            falls |= cdf[row, index + 1] < cdf[row, index]
+        if falls:
+            return row
+    return -1

@@ -16,7 +16,7 @@ Everything is computed in log space without subtracting probabilities: with ``a 
 
 each term finite and smooth for any ``mu`` and ``s`` (no cancellation when ``s`` is tiny or ``x`` is far in a tail).
 
-The rANS coder uses the same distributions through :func:`flowlib.coding.discretized_logistic_cdf_table`; the
+The rANS coder uses the same distributions through :func:`flowlib.coding.cdf.discretized_logistic_cdf_table`; the
 ``cdf_table`` methods here pass the parameters on unchanged.
 
 References:

@@ -13,11 +13,11 @@ constrained to the graph of a function ``g: R^d -> R^(D-d)``. Then
 is the pseudo-invertible encoder: invertible on ``X`` (Eq. 3), a dimensionality reduction everywhere.
 
 Sec. 3.2, likelihood. With ``p(z, r) = p(r | z) p(z)`` (Eq. 7), the constraint ``r = g(z)`` is the density
-``delta(r - g(z)) p(z)`` (Eq. 9); the delta is approximated by a narrow Gaussian (Eq. 10-12), giving
+``delta(r - g(z)) p(z)`` (Eq. 9); the delta is approximated by a narrow Gaussian (Eq. 10-12), giving::
 
     log p(x) ~= log p(z) + log N(r | g(z), eps^2 I) + log |det dF/dx|                                 (Eq. 13)
 
-with ``p(z) = N(0, I)``. Sec. 3.3: ``F`` is a composition of blocks that each factor out a residual (Eq. 14-16), so
+with ``p(z) = N(0, I)``. Sec. 3.3: ``F`` is a composition of blocks that each factor out a residual (Eq. 14-16), so::
 
     log p(x) ~= log p(z) + sum_l log N(r_l | g_l(z_l), eps^2 I) + sum_l sum_k log |det J_kl|           (Eq. 17)
 
@@ -64,6 +64,7 @@ from flowlib.transforms import (
     gaussian_log_prob,
     half_mask,
 )
+from flowlib.transforms._shapes import check_dtype, check_nonempty, module_dtype
 
 __all__ = ["PIESplit", "conv_block", "linear_block", "PIE"]
 
@@ -260,6 +261,7 @@ class PIE(nn.Module):
         if tuple(x.shape[1:]) != self.input_shape:
             raise InputShapeError(f"PIE expects input of shape (B, {', '.join(map(str, self.input_shape))}), "
                                   f"got {tuple(x.shape)}")
+        check_dtype("PIE", x, module_dtype(self))
 
     def log_prob_terms(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The three sums of Eq. 17, each ``(B,)``: ``log p(z)``, the split terms ``sum_l log N(r_l | g_l(z_l),
@@ -282,6 +284,7 @@ class PIE(nn.Module):
 
     def loss(self, x: Tensor) -> Tensor:
         """Training objective: ``-log p(x)`` (Eq. 5, 17) averaged over the batch, in nats per dimension."""
+        check_nonempty("PIE.loss", x)
         return -self.log_prob(x).mean() / self.num_dims
 
     def bits_per_dim(self, x: Tensor, bin_width: float = 1 / 256) -> Tensor:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import Tensor, nn
 
 from flowlib.distributions import StandardNormal
@@ -54,6 +55,7 @@ from flowlib.transforms import (
     checkerboard_mask,
     half_mask,
 )
+from flowlib.transforms._shapes import channels_last_hint
 
 __all__ = ["MultiscaleFlow", "realnvp", "realnvp_vector"]
 
@@ -74,21 +76,25 @@ class MultiscaleFlow(Flow):
         super().__init__(transform, base)
         self.image_shape = tuple(image_shape)
 
-    def log_prob(self, x: Tensor) -> Tensor:
+    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         if tuple(x.shape[1:]) != self.image_shape or x.dim() != 4:
+            hint = channels_last_hint(x.shape[1:], self.image_shape)
             raise InputShapeError(
                 f"this model was built for images of shape (B, {', '.join(map(str, self.image_shape))}), got "
-                f"{tuple(x.shape)}; build a new model with image_shape={tuple(x.shape[1:])} or resize the data"
+                f"{tuple(x.shape)}; "
+                + (hint or f"build a new model with image_shape={tuple(x.shape[1:])} or resize the data")
             )
-        return super().log_prob(x)
+        return super().log_prob(x, context)
 
-    def sample(self, num_samples: int, temperature: float = 1.0) -> Tensor:
+    def _sample(
+        self, sample_shape: int | Sequence[int], temperature: float, context: Tensor | None, with_log_prob: bool
+    ) -> tuple[Tensor, Tensor | None]:
         splits = [module for module in self.transform.modules() if isinstance(module, Split)]
         saved = [split.temperature for split in splits]
         for split in splits:
             split.temperature = temperature
         try:
-            return super().sample(num_samples, temperature=temperature)
+            return super()._sample(sample_shape, temperature, context, with_log_prob)
         finally:
             for split, value in zip(splits, saved):
                 split.temperature = value
@@ -153,6 +159,7 @@ def realnvp_vector(
     hidden_features: int = 64,
     num_hidden_layers: int = 2,
     scale_bound: float = 2.0,
+    context_features: int = 0,
 ) -> Flow:
     """A small RealNVP for vectors ``(B, D)`` (the 2-D toy densities): affine couplings with alternating half masks.
 
@@ -161,11 +168,16 @@ def realnvp_vector(
         num_couplings: number of affine couplings (Eq. 9 with ``b`` a half mask, swapped every layer).
         hidden_features, num_hidden_layers: the MLP computing ``(s, t)``.
         scale_bound: bound on ``|s|`` (see :class:`~flowlib.transforms.AffineCoupling`).
+        context_features: ``K > 0`` builds a conditional flow ``p(x | c)``: every MLP also sees a context
+            ``(B, K)`` passed as ``flow.log_prob(x, context)`` / ``flow.sample(n, context=c)``.
 
     Example:
         >>> flow = realnvp_vector(2, num_couplings=4, hidden_features=16)
         >>> flow.sample(3).shape
         torch.Size([3, 2])
+        >>> conditional = realnvp_vector(2, num_couplings=4, hidden_features=16, context_features=1)
+        >>> conditional.sample(5, context=torch.tensor([[0.0], [1.0]])).shape  # 5 draws for each of 2 contexts
+        torch.Size([5, 2, 2])
     """
     if num_features < 2:
         raise ValueError(f"a coupling needs at least 2 features, got num_features={num_features}")
@@ -174,7 +186,7 @@ def realnvp_vector(
     layers = [
         AffineCoupling(
             half_mask(num_features, parity=index % 2),
-            MLP(num_features, 2 * num_features, hidden_features, num_hidden_layers),
+            MLP(num_features, 2 * num_features, hidden_features, num_hidden_layers, context_features=context_features),
             scale_bound=scale_bound,
         )
         for index in range(num_couplings)

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from flowlib.transforms._shapes import check_dtype, check_nonempty, module_dtype
+
 __all__ = ["DCGANEncoder", "DCGANDecoder", "VAE", "gaussian_kl", "reparameterize"]
 
 
@@ -121,6 +123,7 @@ class DCGANEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         _check_images(x, self.in_channels, self.image_size, "DCGANEncoder")
+        check_dtype("DCGANEncoder", x, module_dtype(self))
         return self.head(self.features(x).flatten(1))
 
 
@@ -223,6 +226,7 @@ class VAE(nn.Module):
 
     def loss(self, x: Tensor) -> Tensor:
         """Negative ELBO averaged over the batch (a scalar, nats per image)."""
+        check_nonempty("VAE.loss", x)
         reconstruction, kl = self.loss_terms(x)
         return (reconstruction + kl).mean()
 

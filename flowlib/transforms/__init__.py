@@ -1,13 +1,18 @@
 """Invertible layers of flowlib: one contract (:mod:`flowlib.transforms.base`), layers grouped by family.
 
 ``forward(x) -> (z, logabsdet)`` maps data to latent, ``inverse(z) -> (x, logabsdet)`` maps back; log-dets have
-shape ``(batch,)``.
+shape ``(batch,)``. Conditional layers also take ``context=`` (``(B, K)``) in both directions.
+
+Families: couplings (additive, affine, PIE, rational-quadratic spline), autoregressive (MAF), invertible linear
+maps, reshapes, factor-out (``Split``), pre-processing (``Logit``).
 """
 
 from __future__ import annotations
 
+from flowlib.transforms.autoregressive import MaskedAutoregressive
 from flowlib.transforms.base import (
     Compose,
+    InputDtypeError,
     InputShapeError,
     Inverse,
     InverseNotAvailable,
@@ -33,12 +38,14 @@ from flowlib.transforms.linear import (
 )
 from flowlib.transforms.preprocess import InputOutsideDomainError, Logit
 from flowlib.transforms.reshape import Flatten, Reshape, Squeeze
+from flowlib.transforms.spline import RationalQuadraticCoupling, rational_quadratic_spline
 from flowlib.transforms.split import Split, gaussian_log_prob
 
 __all__ = [
     "Transform",
     "Compose",
     "Inverse",
+    "InputDtypeError",
     "InputShapeError",
     "InverseNotAvailable",
     "InputOutsideDomainError",
@@ -49,6 +56,9 @@ __all__ = [
     "AdditiveCoupling",
     "AffineCoupling",
     "PIECoupling",
+    "RationalQuadraticCoupling",
+    "rational_quadratic_spline",
+    "MaskedAutoregressive",
     "HouseholderLinear",
     "Householder1x1Conv",
     "Invertible1x1Conv",

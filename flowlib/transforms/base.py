@@ -10,6 +10,11 @@ Direction and sign convention (used everywhere in the library and the book):
 Layers that are not bijections in the strict sense (a factor-out ``Split`` that scores the dimensions it drops)
 follow the same signature: their forward adds the log-density of the dropped part to ``logabsdet`` so that a
 composed model's ``log p(x)`` is still ``log pi(z) + sum of logabsdets``.
+
+Conditional transforms (``accepts_context = True``: couplings, splines, MAF, and ``Compose``/``Inverse`` around
+them) take an optional keyword ``context`` of shape ``(B, K)`` in both directions, handed to their conditioner
+network: ``forward(x, context=c)``, ``inverse(z, context=c)``. ``Compose`` passes it to every layer that accepts
+one; without a context every call is exactly the unconditional one.
 """
 
 from __future__ import annotations
@@ -17,11 +22,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Transform", "Compose", "Inverse", "InputShapeError", "InverseNotAvailable", "batch_zeros"]
+__all__ = [
+    "Transform", "Compose", "Inverse", "InputDtypeError", "InputShapeError", "InverseNotAvailable", "batch_zeros",
+]
 
 
 class InputShapeError(ValueError):
     """Raised when a transform gets a tensor whose shape it cannot handle; the message says what it expected."""
+
+
+class InputDtypeError(TypeError):
+    """Raised by models given data of another dtype than their parameters (float64 data for a float32 model,
+    integer data for a continuous model); the message says how to convert one or the other."""
 
 
 class InverseNotAvailable(NotImplementedError):
@@ -31,8 +43,11 @@ class InverseNotAvailable(NotImplementedError):
 class Transform(nn.Module):
     """Base class of every invertible layer: ``forward`` is data -> latent, ``inverse`` is latent -> data.
 
-    Both directions return ``(output, logabsdet)`` with ``logabsdet`` of shape ``(batch,)``.
+    Both directions return ``(output, logabsdet)`` with ``logabsdet`` of shape ``(batch,)``. A subclass that sets
+    ``accepts_context = True`` also takes ``context=`` (``(B, K)``) in both directions.
     """
+
+    accepts_context: bool = False
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:  # noqa: D102 - documented on the class
         raise NotImplementedError
@@ -55,23 +70,31 @@ class Compose(Transform):
         torch.Size([3])
     """
 
+    accepts_context = True
+
     def __init__(self, *transforms: Transform):
         super().__init__()
         if len(transforms) == 1 and isinstance(transforms[0], (list, tuple)):
             transforms = tuple(transforms[0])
         self.transforms = nn.ModuleList(transforms)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         total = x.new_zeros(x.shape[0])
         for transform in self.transforms:
-            x, logabsdet = transform(x)
+            if context is not None and transform.accepts_context:
+                x, logabsdet = transform(x, context=context)
+            else:
+                x, logabsdet = transform(x)
             total = total + logabsdet
         return x, total
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         total = z.new_zeros(z.shape[0])
         for transform in reversed(self.transforms):
-            z, logabsdet = transform.inverse(z)
+            if context is not None and transform.accepts_context:
+                z, logabsdet = transform.inverse(z, context=context)
+            else:
+                z, logabsdet = transform.inverse(z)
             total = total + logabsdet
         return z, total
 
@@ -88,12 +111,13 @@ class Inverse(Transform):
     def __init__(self, transform: Transform):
         super().__init__()
         self.transform = transform
+        self.accepts_context = transform.accepts_context
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.transform.inverse(x)
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.transform.inverse(x) if context is None else self.transform.inverse(x, context=context)
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        return self.transform(z)
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.transform(z) if context is None else self.transform(z, context=context)
 
 
 def batch_zeros(x: Tensor) -> Tensor:

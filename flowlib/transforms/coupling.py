@@ -4,6 +4,10 @@ A coupling layer splits its input with a binary ``mask``: the part where ``mask 
 an element-wise invertible map of the rest. The conditioner (any network) sees ``x * mask`` only, so the inverse can
 recompute it from the output, and the Jacobian is triangular: its log-determinant is the sum of the log-scales.
 Log-scales are bounded with ``scale_bound * tanh(raw / scale_bound)`` so no layer can blow up or collapse a value.
+
+Conditional couplings: give the layer a conditioner built with ``context_features=K`` (e.g.
+``MLP(D, 2 * D, context_features=K)``) and call ``layer(x, context=c)`` / ``layer.inverse(z, context=c)`` with ``c``
+of shape ``(B, K)``; the conditioner then sees ``(x * mask, c)``. Without a context nothing changes.
 """
 
 from __future__ import annotations
@@ -75,8 +79,15 @@ def _describe_mask(mask: Tensor) -> str:
     return f"mask_shape={tuple(mask.shape)}, num_conditioning={int(mask.sum())}/{mask.numel()}"
 
 
+def _condition(conditioner: nn.Module, inputs: Tensor, context: Tensor | None) -> Tensor:
+    """``conditioner(inputs)``, or ``conditioner(inputs, context)`` for a conditional flow."""
+    return conditioner(inputs) if context is None else conditioner(inputs, context)
+
+
 class _MaskedCoupling(Transform):
     """Shared mask handling: stores ``mask`` as a buffer and checks the input has the mask's shape."""
+
+    accepts_context = True
 
     def __init__(self, mask: Tensor):
         super().__init__()
@@ -88,8 +99,10 @@ class _MaskedCoupling(Transform):
     def _check(self, x: Tensor) -> None:
         check_event_shape(type(self).__name__, x, self.mask.shape)
 
-    def _scale_and_shift(self, conditioner: nn.Module, inputs: Tensor, scale_bound: float) -> tuple[Tensor, Tensor]:
-        out = conditioner(inputs)
+    def _scale_and_shift(
+        self, conditioner: nn.Module, inputs: Tensor, scale_bound: float, context: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        out = _condition(conditioner, inputs, context)
         if out.shape[1] != 2 * inputs.shape[1] or out.shape[2:] != inputs.shape[2:]:
             expected = (inputs.shape[0], 2 * inputs.shape[1], *inputs.shape[2:])
             raise ValueError(
@@ -126,20 +139,20 @@ class AdditiveCoupling(_MaskedCoupling):
         super().__init__(mask)
         self.conditioner = conditioner
 
-    def _shift(self, x: Tensor) -> Tensor:
-        shift = self.conditioner(x * self.mask)
+    def _shift(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        shift = _condition(self.conditioner, x * self.mask, context)
         if shift.shape != x.shape:
             raise ValueError(f"AdditiveCoupling: the conditioner must map {tuple(x.shape)} to the same shape, "
                              f"got {tuple(shift.shape)}")
         return (1.0 - self.mask) * shift
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check(x)
-        return x + self._shift(x), x.new_zeros(x.shape[0])
+        return x + self._shift(x, context), x.new_zeros(x.shape[0])
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check(z)
-        return z - self._shift(z), z.new_zeros(z.shape[0])
+        return z - self._shift(z, context), z.new_zeros(z.shape[0])
 
     def extra_repr(self) -> str:
         return _describe_mask(self.mask)
@@ -179,19 +192,19 @@ class AffineCoupling(_MaskedCoupling):
         self.conditioner = conditioner
         self.scale_bound = scale_bound
 
-    def _parameters_from(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        log_scale, shift = self._scale_and_shift(self.conditioner, x * self.mask, self.scale_bound)
+    def _parameters_from(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        log_scale, shift = self._scale_and_shift(self.conditioner, x * self.mask, self.scale_bound, context)
         free = 1.0 - self.mask
         return log_scale * free, shift * free
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check(x)
-        log_scale, shift = self._parameters_from(x)
+        log_scale, shift = self._parameters_from(x, context)
         return x * torch.exp(log_scale) + shift, sum_except_batch(log_scale)
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check(z)
-        log_scale, shift = self._parameters_from(z)  # z * mask == x * mask
+        log_scale, shift = self._parameters_from(z, context)  # z * mask == x * mask
         return (z - shift) * torch.exp(-log_scale), -sum_except_batch(log_scale)
 
     def extra_repr(self) -> str:
@@ -236,23 +249,23 @@ class PIECoupling(_MaskedCoupling):
         self.conditioner2 = conditioner2
         self.scale_bound = scale_bound
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check(x)
         kept, free = self.mask, 1.0 - self.mask
-        log_s1, b1 = self._scale_and_shift(self.conditioner1, x * kept, self.scale_bound)
+        log_s1, b1 = self._scale_and_shift(self.conditioner1, x * kept, self.scale_bound, context)
         y1 = (x * torch.exp(log_s1) + b1) * free  # Eq. 18, first line (on the mask == 0 part)
-        log_s2, b2 = self._scale_and_shift(self.conditioner2, y1, self.scale_bound)
+        log_s2, b2 = self._scale_and_shift(self.conditioner2, y1, self.scale_bound, context)
         y2 = (x * torch.exp(log_s2) + b2) * kept  # Eq. 18, second line (on the mask == 1 part)
         logabsdet = sum_except_batch(log_s1 * free) + sum_except_batch(log_s2 * kept)
         return y1 + y2, logabsdet
 
-    def inverse(self, z: Tensor) -> tuple[Tensor, Tensor]:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._check(z)
         kept, free = self.mask, 1.0 - self.mask
         y1 = z * free
-        log_s2, b2 = self._scale_and_shift(self.conditioner2, y1, self.scale_bound)
+        log_s2, b2 = self._scale_and_shift(self.conditioner2, y1, self.scale_bound, context)
         x2 = (z - b2) * torch.exp(-log_s2) * kept  # Eq. 18, inverse of the second line
-        log_s1, b1 = self._scale_and_shift(self.conditioner1, x2, self.scale_bound)
+        log_s1, b1 = self._scale_and_shift(self.conditioner1, x2, self.scale_bound, context)
         x1 = (z - b1) * torch.exp(-log_s1) * free  # Eq. 18, inverse of the first line
         logabsdet = sum_except_batch(log_s1 * free) + sum_except_batch(log_s2 * kept)
         return x1 + x2, -logabsdet

@@ -287,7 +287,13 @@ class ActNorm(Transform):
 
     The first forward call in training mode sets ``bias`` and ``log_scale`` so that this batch comes out with zero
     mean and unit variance per channel; afterwards they are ordinary parameters. ``initialized`` is a buffer, so a
-    loaded checkpoint is never re-initialised.
+    loaded checkpoint is never re-initialised. A first batch holding NaN or infinite values is refused with a
+    ``ValueError`` (its statistics would make every parameter NaN for good); the layer then stays uninitialised.
+
+    Reading the buffer is a host synchronisation on a GPU, so the layer remembers in a Python flag that it is
+    initialised: after the first training call no forward pass reads device memory from the host, and
+    ``torch.compile`` traces a branch-free graph (run one step eagerly first, as :func:`flowlib.train.fit` does).
+    ``load_state_dict`` clears the flag, so the buffer is read again once.
 
     Arguments:
         num_features: channels ``C`` (or features ``D``).
@@ -311,6 +317,16 @@ class ActNorm(Transform):
         self.bias = nn.Parameter(torch.zeros(num_features))
         self.log_scale = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("initialized", torch.tensor(False))
+        self._known_initialized = False  # a host-side copy of `initialized` once it is True (see the class doc)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._known_initialized = False  # the loaded buffer decides; read it again on the next training call
+
+    def _is_initialized(self) -> bool:
+        if not self._known_initialized:
+            self._known_initialized = bool(self.initialized)
+        return self._known_initialized
 
     @torch.no_grad()
     def _initialize(self, x: Tensor) -> None:
@@ -320,13 +336,20 @@ class ActNorm(Transform):
                 "ActNorm initialises from the statistics of its first training batch and needs at least 2 values "
                 f"per channel, got input of shape {tuple(x.shape)}; call it first on a larger batch"
             )
+        if not bool(torch.isfinite(values).all()):
+            raise ValueError(
+                "ActNorm initialises from the statistics of its first training batch, and this batch holds NaN or "
+                "infinite values, which would make its parameters NaN for good; check the data and the layers "
+                "before this one (the layer stays uninitialised)"
+            )
         self.bias.copy_(-values.mean(dim=1))
         self.log_scale.copy_(-torch.log(values.std(dim=1, unbiased=False) + 1e-6))
         self.initialized.fill_(True)
+        self._known_initialized = True
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         check_channels(type(self).__name__, x, self.num_features)
-        if self.training and not bool(self.initialized):
+        if self.training and not self._is_initialized():
             self._initialize(x)
         z = (x + _per_channel(self.bias, x)) * torch.exp(_per_channel(self.log_scale, x))
         return z, (_num_positions(x) * self.log_scale.sum()).repeat(x.shape[0])

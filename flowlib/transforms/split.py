@@ -3,7 +3,7 @@
 ``x = [z, r]`` along ``dim``. The forward pass returns ``z`` and, as its log-det term, ``log p(r | z)``, so a model
 that composes it still computes ``log p(x) = log pi(z_final) + sum of the terms`` (RealNVP Section 3.6, Glow's
 "split" with a learned prior). The inverse draws ``r`` from that prior. PIE replaces the prior by
-``N(r | g(z), eps^2 I)`` and decodes with ``r = g(z)`` (PIE Eq. 20): subclass and override :meth:`Split.conditional`.
+``N(r | g(z), eps^2 I)`` and decodes with ``r = g(z)`` (PIE Eq. 20): subclass and override :meth:`flowlib.transforms.Split.conditional`.
 """
 
 from __future__ import annotations
