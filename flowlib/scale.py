@@ -118,6 +118,14 @@ SIZES: dict[str, dict[Scale, dict]] = {
             ae_batch_size=128, ae_steps=1_500, ae_lr=1e-3, ae_base_channels=32,
             num_sharpness_samples=2_000, num_umap_points=2_000, toy_steps=600,
         ),
+        # the full widths for a tenth of the full steps: chosen by reasoning (three PIE models, the WAE and the VAE
+        # at a few tens of ms per step on one GPU), not yet measured on one.
+        "gpu": dict(
+            train_subset=None, test_subset=None, pie_batch_size=64, pie_steps=3_000, pie_lr=1e-3,
+            hidden_channels=64, num_residual_blocks=1, hidden_features=256,
+            ae_batch_size=100, ae_steps=3_000, ae_lr=1e-3, ae_base_channels=64,
+            num_sharpness_samples=10_000, num_umap_points=10_000, toy_steps=2_000,
+        ),
         "full": dict(
             train_subset=None, test_subset=None, pie_batch_size=64, pie_steps=30_000, pie_lr=1e-3,
             hidden_channels=64, num_residual_blocks=1, hidden_features=256,
