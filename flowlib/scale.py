@@ -139,6 +139,39 @@ SIZES: dict[str, dict[Scale, dict]] = {
             num_sharpness_samples=10_000, num_umap_points=10_000, toy_steps=2_000,
         ),
     },
+    # Chapter 6: every model of flowlib.recipes.selfvae.MODELS on each dataset for num_seeds seeds (36 trainings at
+    # standard: ~100 minutes on one CPU thread). Test evaluation: the ELBO terms on elbo_images test images, the
+    # importance-weighted bound with iw_samples draws on iw_images of them (the paper: 512 on the whole test set),
+    # proxy FID of fid_images samples against as many test images, operations on operation_images test images.
+    # gpu (reasoned, not run): these DenseNet VAEs are launch-bound on one H100 like the other chapters' models,
+    # ~100 convolutions per selfVAE step, ~15 ms per step forward, backward and Adamax; 12 trainings (one seed) x
+    # 1,500 steps x ~15 ms is about 5 minutes.
+    "06_selfvae": {
+        "quick": dict(
+            datasets=("mnist", "fashion_mnist"), num_seeds=1, train_subset=1_024, batch_size=32, steps=4, lr=2e-3,
+            max_grad_norm=200.0, latent_channels=2, width=4, growth_rate=2, num_layers=1, num_components=2,
+            prior_couplings=2, prior_hidden_channels=4, elbo_images=64, iw_images=16, iw_samples=4,
+            fid_images=64, operation_images=32,
+        ),
+        "standard": dict(
+            datasets=("mnist", "fashion_mnist"), num_seeds=3, train_subset=None, batch_size=64, steps=1_500, lr=2e-3,
+            max_grad_norm=200.0, latent_channels=4, width=16, growth_rate=8, num_layers=2, num_components=5,
+            prior_couplings=4, prior_hidden_channels=32, elbo_images=2_000, iw_images=300, iw_samples=32,
+            fid_images=2_000, operation_images=1_000,
+        ),
+        "gpu": dict(
+            datasets=("mnist", "fashion_mnist"), num_seeds=1, train_subset=None, batch_size=128, steps=1_500,
+            lr=2e-3, max_grad_norm=200.0, latent_channels=8, width=32, growth_rate=16, num_layers=2,
+            num_components=10, prior_couplings=6, prior_hidden_channels=64, elbo_images=10_000, iw_images=2_000,
+            iw_samples=128, fid_images=10_000, operation_images=10_000,
+        ),
+        "full": dict(
+            datasets=("mnist", "fashion_mnist"), num_seeds=3, train_subset=None, batch_size=64, steps=200_000,
+            lr=2e-3, max_grad_norm=200.0, latent_channels=16, width=64, growth_rate=32, num_layers=4,
+            num_components=10, prior_couplings=8, prior_hidden_channels=128, elbo_images=10_000,
+            iw_images=10_000, iw_samples=512, fid_images=10_000, operation_images=10_000,
+        ),
+    },
     "07_lossless_compression": {
         "quick": dict(
             hidden_channels=8, num_couplings=1, num_levels=2, num_components=5, factor_components=1, epochs=1,

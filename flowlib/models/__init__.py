@@ -10,6 +10,7 @@ section.
 ``maf.maf``                   Masked Autoregressive Flow (Papamakarios et al., 2017)
 ``pie.PIE``                   PIE (Beitler et al., 2021): a pseudo-invertible encoder that drops dimensions
 ``vae.VAE``, ``wae.WAE``      DCGAN-style VAE and WAE-MMD baselines
+``selfvae.SelfVAE``           VAEs with flow priors and self-supervised VAEs (Gatopoulos & Tomczak, 2020)
 ``idf.IDF``                   Integer Discrete Flows (Hoogeboom et al., 2019), the model behind ``flowlib.compress``
 ============================  =================================================================================
 """
@@ -24,10 +25,11 @@ from flowlib.models.nice import nice
 from flowlib.models.nsf import neural_spline_flow
 from flowlib.models.pie import PIE
 from flowlib.models.realnvp import MultiscaleFlow, realnvp, realnvp_vector
+from flowlib.models.selfvae import SelfVAE
 from flowlib.models.vae import VAE
 from flowlib.models.wae import WAE
 
 __all__ = [
-    "Flow", "IDF", "MultiscaleFlow", "PIE", "VAE", "WAE", "glow", "maf", "neural_spline_flow", "nice", "realnvp",
-    "realnvp_vector",
+    "Flow", "IDF", "MultiscaleFlow", "PIE", "SelfVAE", "VAE", "WAE", "glow", "maf", "neural_spline_flow", "nice",
+    "realnvp", "realnvp_vector",
 ]

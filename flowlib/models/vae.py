@@ -17,7 +17,9 @@ binary cross-entropy is evaluated on the grey values in ``[0, 1]``).
 The encoder and decoder follow DCGAN's recipe: strided 4x4 convolutions (transposed in the decoder) that halve
 (double) the resolution, doubling (halving) the channels, batch normalisation after every inner layer,
 LeakyReLU(0.2) in the encoder and ReLU in the decoder; a linear layer maps to / from the latent code. They live
-here and are shared by :mod:`flowlib.models.wae` and later chapters.
+here and are shared by :mod:`flowlib.models.wae` and later chapters. The reparametrisation and the Gaussian KL
+divergence (to ``N(0, I)`` or to any diagonal Gaussian) are functions, :func:`reparameterize` and
+:func:`gaussian_kl`, also used by the self-supervised VAEs of :mod:`flowlib.models.selfvae`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,43 @@ from torch import Tensor, nn
 
 from flowlib.transforms._shapes import check_dtype, check_nonempty, module_dtype
 
-__all__ = ["DCGANEncoder", "DCGANDecoder", "VAE"]
+__all__ = ["DCGANEncoder", "DCGANDecoder", "VAE", "gaussian_kl", "reparameterize"]
+
+
+def reparameterize(mean: Tensor, log_variance: Tensor) -> Tensor:
+    """A draw ``mean + sigma * e``, ``e ~ N(0, I)``, ``sigma = exp(log_variance / 2)``: differentiable in both.
+
+    Example:
+        >>> import torch
+        >>> reparameterize(torch.zeros(2, 3), torch.full((2, 3), -float("inf"))).abs().sum().item()
+        0.0
+    """
+    return mean + torch.randn_like(mean) * (0.5 * log_variance).exp()
+
+
+def gaussian_kl(
+    mean: Tensor, log_variance: Tensor, prior_mean: Tensor | None = None, prior_log_variance: Tensor | None = None
+) -> Tensor:
+    """``KL(N(mean, diag e^log_variance) || N(prior_mean, diag e^prior_log_variance))`` in nats, summed over all but
+    the batch dimension: ``(B, ...) -> (B,)``. Without a prior mean and log-variance the prior is ``N(0, I)``:
+
+        KL = 0.5 * sum(mean^2 + sigma^2 - log sigma^2 - 1).
+
+    Example:
+        >>> import torch
+        >>> gaussian_kl(torch.zeros(2, 3), torch.zeros(2, 3)).tolist()  # q = p = N(0, I)
+        [0.0, 0.0]
+        >>> round(gaussian_kl(torch.ones(1, 1), torch.zeros(1, 1)).item(), 4)  # a unit shift costs 1/2 nat
+        0.5
+    """
+    if prior_mean is None and prior_log_variance is None:
+        terms = mean.pow(2) + log_variance.exp() - log_variance - 1.0
+    else:
+        prior_mean = torch.zeros_like(mean) if prior_mean is None else prior_mean
+        prior_log_variance = torch.zeros_like(mean) if prior_log_variance is None else prior_log_variance
+        terms = (prior_log_variance - log_variance
+                 + (log_variance.exp() + (mean - prior_mean).pow(2)) * torch.exp(-prior_log_variance) - 1.0)
+    return 0.5 * terms.flatten(1).sum(1)
 
 
 def _num_downsamplings(image_size: int) -> int:
@@ -179,11 +217,11 @@ class VAE(nn.Module):
         """Per-example ``(reconstruction, kl)`` in nats, each ``(B,)``; the negative ELBO is their sum."""
         _check_images(x, self.in_channels, self.image_size, "VAE")
         mean, log_variance = self.posterior(x)
-        z = mean + torch.randn_like(mean) * (0.5 * log_variance).exp()  # reparametrisation
+        z = reparameterize(mean, log_variance)
         logits = self.decoder(z)
         # -log p(x|z) of the Bernoulli decoder
         reconstruction = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
-        kl = 0.5 * (mean.pow(2) + log_variance.exp() - log_variance - 1.0).sum(1)  # KL(q(z|x) || N(0, I))
+        kl = gaussian_kl(mean, log_variance)  # KL(q(z|x) || N(0, I))
         return reconstruction, kl
 
     def loss(self, x: Tensor) -> Tensor:
