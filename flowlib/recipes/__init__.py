@@ -154,11 +154,15 @@ def chapter_sizes(chapter: str) -> SimpleNamespace:
       and how long the trainings at the nearest recorded scale took (``seconds`` in the manifest).
 
     Example:
+        >>> previous = os.environ.get("FLOWLIB_SCALE")
         >>> os.environ["FLOWLIB_SCALE"] = "quick"
         >>> chapter_sizes("00_change_of_variables").scale
         scale 'quick': every model of 00_change_of_variables trains now, in seconds (quick weights are never saved)
         'quick'
-        >>> del os.environ["FLOWLIB_SCALE"]
+        >>> if previous is None:
+        ...     del os.environ["FLOWLIB_SCALE"]
+        ... else:
+        ...     os.environ["FLOWLIB_SCALE"] = previous
     """
     from flowlib.checkpoints import retrain_requested
     from flowlib.scale import SCALES, current_scale, sizes
