@@ -110,3 +110,16 @@ def test_install_cell_prints_the_next_step_when_pip_fails(tmp_path):
 
 def test_install_cell_lines_fit_the_text_column():
     assert max(map(len, notebook_tools.INSTALL_CELL.splitlines())) <= 88
+
+
+TEXT_COLUMN = 88  # characters of code the book's text column shows without a horizontal scroll bar
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
+def test_code_lines_fit_the_text_column(path):
+    long_lines = [
+        f"cell {index}, line {number}: {len(line)} characters"
+        for index, cell in enumerate(_read(path).cells) if cell.cell_type == "code"
+        for number, line in enumerate(cell.source.splitlines(), start=1) if len(line) > TEXT_COLUMN
+    ]
+    assert not long_lines, f"{path.name}: code lines over {TEXT_COLUMN} characters:\n" + "\n".join(long_lines)
