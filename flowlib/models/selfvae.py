@@ -709,9 +709,9 @@ class SelfVAE(nn.Module):
         Arguments:
             batch_size: number of images (the batch size of ``x`` when given).
             x: the integer images ``x*`` ``(B, C, H, W)`` the inferred and observed variables come from.
-            infer: latents drawn from the posterior given ``x*`` (names in :attr:`latent_names`); each costs
+            infer: latents drawn from the posterior given ``x*`` (names in ``self.latent_names``); each costs
                 ``KL(q || p)`` bits (``u``: a single-sample estimate, exact in expectation).
-            observe: data levels set to their true value (names in :attr:`data_names`); each costs its code length
+            observe: data levels set to their true value (names in ``self.data_names``); each costs its code length
                 ``-log2 p(y* | parents)`` bits. Observing ``"x"`` gives the lossless code length of ``x*``.
             top: the top latent itself ``(B, *latent_shape)``, overriding the prior or posterior (interpolations).
             mode: ``"sample"`` draws every variable that is not inferred or observed; ``"mean"`` takes Gaussian means
