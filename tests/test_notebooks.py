@@ -89,6 +89,17 @@ def test_standardizing_is_idempotent_and_removes_badges():
     assert notebook.cells[1].metadata["tags"] == [notebook_tools.HIDDEN_TAG]
     assert notebook.cells[2].source == "import flowlib"
     assert notebook_tools.standardize(notebook) is False  # nothing left to change
+    assert notebook.cells[1].execution_count is None  # rewritten, so not run in this form
+
+
+def test_an_executed_install_cell_keeps_its_count_and_loses_its_output():
+    install = nbformat.v4.new_code_cell(notebook_tools.INSTALL_CELL, execution_count=1,
+                                        outputs=[nbformat.v4.new_output("stream", text="pip: done")])
+    install.metadata["tags"] = [notebook_tools.HIDDEN_TAG]
+    notebook = nbformat.v4.new_notebook(cells=[install, nbformat.v4.new_code_cell("import flowlib")])
+    assert notebook_tools.standardize(notebook) is True
+    assert notebook.cells[0].outputs == [] and notebook.cells[0].execution_count == 1
+    assert notebook_tools.standardize(notebook) is False
 
 
 def test_install_cell_prints_the_next_step_when_pip_fails(tmp_path):

@@ -7,7 +7,8 @@
 What it does to each notebook:
 
 * the first code cell becomes :data:`INSTALL_CELL`, with no outputs and the ``remove-cell`` tag, so the rendered
-  book hides it while the ``.ipynb`` (opened on Colab or locally) still installs flowlib where it is missing;
+  book hides it while the ``.ipynb`` (opened on Colab or locally) still installs flowlib where it is missing; an
+  install cell the kernel ran keeps its execution count, one rewritten here has none until the next execution;
 * remote image badges (the "Open in Colab" badge) are removed from markdown cells: the book's launch button
   opens the notebook on Colab, and the book must render with no network.
 
@@ -70,11 +71,17 @@ def standardize(notebook: nbformat.NotebookNode) -> bool:
         raise ValueError("the notebook has no code cell to hold the install cell")
     install = code_cells[0]
     tags = list(install.metadata.get("tags", []))
-    if install.source != INSTALL_CELL or HIDDEN_TAG not in tags or install.outputs or install.execution_count:
+    if install.source != INSTALL_CELL:
+        # a rewritten cell was not run in its new form: it keeps no count until the notebook is executed again
         install.source = INSTALL_CELL
-        install.metadata["tags"] = tags + [HIDDEN_TAG] if HIDDEN_TAG not in tags else tags
-        install.outputs = []
         install.execution_count = None
+        changed = True
+    if HIDDEN_TAG not in tags:
+        install.metadata["tags"] = tags + [HIDDEN_TAG]
+        changed = True
+    if install.outputs:
+        # what pip printed on the machine that executed the notebook; the count says the cell ran
+        install.outputs = []
         changed = True
     for cell in notebook.cells:
         if cell.cell_type == "markdown" and REMOTE_BADGE.search(cell.source):
